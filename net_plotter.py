@@ -1,0 +1,429 @@
+"""Directions in weight space: create, normalize, save/load, and move a model along them.
+
+A direction is a `ParamVector` shaped like the model's parameters (``dir_type="weights"``) or like its
+full state dict (``dir_type="states"``, BN running statistics included). The arithmetic follows the
+original tool (Li et al. 2018, tomgoldstein/loss-landscape) operation for operation, in float32, so
+that the same directions give the same surfaces to the last digit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from param_vector import DIR_TYPES, ParamVector
+from version import code_version
+
+NORMS = ("filter", "layer", "weight", "dfilter", "dlayer", "")
+IGNORES = ("biasbn", "")
+DIRECTION_FORMAT = "loss-landscape directions"
+DIRECTION_FORMAT_VERSION = 1
+
+
+class DirectionError(ValueError):
+    """A direction file or direction setting that cannot be used; the message is one line."""
+
+
+@dataclass(frozen=True)
+class DirectionSpec:
+    """How a pair of directions was made; recorded in the direction file.
+
+    ``kind`` is ``random`` (Gaussian, normalized), ``target`` (model2 - model [, model3 - model]),
+    or ``file`` (read from a file that recorded nothing, such as one the original tool wrote).
+    """
+
+    dir_type: str = "weights"
+    kind: str = "random"
+    xnorm: str = "filter"
+    xignore: str = "biasbn"
+    ynorm: Optional[str] = None
+    yignore: Optional[str] = None
+    seed: int = 123
+    idx: int = 0
+    two_d: bool = False
+    same_dir: bool = False
+    model_file: str = ""
+    model_sha256: str = ""
+    model_file2: str = ""
+    model_file3: str = ""
+
+
+@dataclass
+class Directions:
+    """The x direction and, for 2D surfaces, the y direction."""
+
+    x: ParamVector
+    y: Optional[ParamVector]
+    spec: DirectionSpec
+
+    @property
+    def ndim(self) -> int:
+        return 1 if self.y is None else 2
+
+    def sha256(self) -> str:
+        """A checksum of the direction values, independent of the file they came from."""
+        h = hashlib.sha256()
+        for vec in (self.x, self.y):
+            for t in (vec or []):
+                a = np.ascontiguousarray(t.detach().cpu().numpy())
+                h.update(f"{a.dtype.str}{a.shape}".encode())
+                h.update(a.tobytes())
+        return h.hexdigest()
+
+    def cosine(self) -> float:
+        """Cosine similarity of x and y (NaN for 1D)."""
+        return float("nan") if self.y is None else self.x.cosine(self.y)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Normalization
+# ----------------------------------------------------------------------------------------------------------
+
+def normalize_tensor_(d: torch.Tensor, w: torch.Tensor, norm: str) -> None:
+    """Rescales one direction tensor `d` (dim > 1) against the weights `w`, in place.
+
+    ``filter``: each slice d[i] along dim 0 (an output filter or neuron) gets the norm of w[i];
+    ``layer``: the tensor gets the norm of w; ``weight``: d * w elementwise; ``dfilter``: each
+    filter of d gets unit norm; ``dlayer``: d gets unit norm; ``""``: unchanged. The 1e-10 guards
+    and the float32 scalar arithmetic are the original tool's.
+    """
+    if norm == "filter":
+        for di, wi in zip(d, w):
+            di.mul_(wi.norm() / (di.norm() + 1e-10))
+    elif norm == "layer":
+        d.mul_(w.norm() / d.norm())
+    elif norm == "weight":
+        d.mul_(w)
+    elif norm == "dfilter":
+        for di in d:
+            di.div_(di.norm() + 1e-10)
+    elif norm == "dlayer":
+        d.div_(d.norm())
+    elif norm != "":
+        raise DirectionError(f"unknown norm {norm!r}: expected one of {', '.join(n or repr(n) for n in NORMS)}")
+
+
+def normalize_direction_(direction: ParamVector, weights: ParamVector, *, norm: str, ignore: str) -> None:
+    """Normalizes a whole direction in place against `weights`.
+
+    Tensors with dim <= 1 (biases, BN weights and running statistics) are zeroed when
+    ``ignore == "biasbn"``; otherwise they become a copy of the weights, as in the original tool,
+    so that a step a scales them by (1 + a). Tensors with dim > 1 go through `normalize_tensor_`.
+
+    Example:
+        >>> w = ParamVector.from_model(torch.nn.Linear(4, 3), "weights")
+        >>> d = ParamVector(w.names, [torch.randn(t.shape) for t in w])
+        >>> normalize_direction_(d, w, norm="filter", ignore="biasbn")
+        >>> float(d[1].abs().sum())
+        0.0
+    """
+    if ignore not in IGNORES:
+        raise DirectionError(f"unknown ignore {ignore!r}: expected 'biasbn' or ''")
+    for d, w in zip(direction, weights):
+        if d.dim() <= 1:
+            if ignore == "biasbn":
+                d.fill_(0)
+            else:
+                d.copy_(w)
+        else:
+            normalize_tensor_(d, w, norm)
+
+
+def direction_generator(seed: int, idx: int) -> torch.Generator:
+    """The CPU generator for random directions number `idx` of a run seeded with `seed`.
+
+    Different `idx` values give independent streams (unlike the original, where --idx only
+    changed a file name); idx 0 is plain ``torch.manual_seed(seed)``.
+    """
+    g = torch.Generator(device="cpu")
+    if idx == 0:
+        g.manual_seed(seed)
+    else:
+        g.manual_seed(int(np.random.SeedSequence([seed, idx]).generate_state(1, dtype=np.uint64)[0]))
+    return g
+
+
+def create_random_direction(weights: ParamVector, *, norm: str = "filter", ignore: str = "biasbn",
+                            generator: torch.Generator) -> ParamVector:
+    """A Gaussian direction shaped like `weights`, normalized against them.
+
+    Drawn on the CPU in float32 so the same seed gives the same direction on any device.
+
+    Example:
+        >>> w = ParamVector.from_model(torch.nn.Linear(4, 3), "weights")
+        >>> d = create_random_direction(w, generator=direction_generator(123, 0))
+        >>> d.shapes == w.shapes
+        True
+    """
+    cpu_w = weights.to("cpu")
+    d = ParamVector(cpu_w.names, [torch.randn(w.shape, generator=generator) for w in cpu_w])
+    normalize_direction_(d, cpu_w, norm=norm, ignore=ignore)
+    return d
+
+
+def create_target_direction(base: ParamVector, target: ParamVector) -> ParamVector:
+    """target - base, not normalized (so a step of 1 lands exactly on the target model)."""
+    if base.names != target.names:
+        for a, b in zip(base.names, target.names):
+            if a != b:
+                raise DirectionError(f"the two models differ: parameter {a!r} versus {b!r}")
+        raise DirectionError(f"the two models differ: {len(base)} versus {len(target)} tensors")
+    return target.to("cpu").sub(base.to("cpu"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Direction files
+# ----------------------------------------------------------------------------------------------------------
+
+def save_directions(path: str, directions: Directions) -> None:
+    """Writes a direction file in the original's layout plus what it never recorded.
+
+    Layout: groups ``xdirection`` (and ``ydirection``) with datasets ``"0"`` ... ``"N-1"`` in
+    parameter order, readable by the original tool; attributes on the root hold the spec, the
+    tensor names and shapes, and a checksum of the values. Written to a temporary name first and
+    renamed, so a crash never leaves half a file.
+    """
+    tmp = f"{path}.tmp{os.getpid()}"
+    with h5py.File(tmp, "w") as f:
+        for group, vec in (("xdirection", directions.x), ("ydirection", directions.y)):
+            if vec is None:
+                continue
+            g = f.create_group(group)
+            for i, t in enumerate(vec):
+                g.create_dataset(str(i), data=t.detach().cpu().numpy())
+        f.attrs["format"] = DIRECTION_FORMAT
+        f.attrs["format_version"] = DIRECTION_FORMAT_VERSION
+        f.attrs["code_version"] = code_version()
+        f.attrs["names"] = json.dumps(directions.x.names)
+        f.attrs["shapes"] = json.dumps(directions.x.shapes)
+        f.attrs["spec"] = json.dumps(dataclasses.asdict(directions.spec))
+        f.attrs["directions_sha256"] = directions.sha256()
+    os.replace(tmp, path)
+
+
+def load_directions(path: str) -> Directions:
+    """Reads a direction file written by this tool or by the original one.
+
+    Files of the original carry no names or spec: names are filled in later by `check_fits`
+    from the model, and the spec says ``kind="file"``.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            if "xdirection" not in f:
+                raise DirectionError(f"{path} is not a direction file: it has no 'xdirection' group")
+            xs = _read_group(f["xdirection"], path)
+            ys = _read_group(f["ydirection"], path) if "ydirection" in f else None
+            names = json.loads(f.attrs["names"]) if "names" in f.attrs else [f"#{i}" for i in range(len(xs))]
+            if "spec" in f.attrs:
+                spec = DirectionSpec(**json.loads(f.attrs["spec"]))
+            else:
+                spec = DirectionSpec(kind="file", xnorm="", xignore="", two_d=ys is not None)
+    except OSError as e:
+        raise DirectionError(f"cannot read direction file {path}: {e}") from None
+    if ys is not None and len(ys) != len(xs):
+        raise DirectionError(f"{path}: xdirection has {len(xs)} tensors but ydirection has {len(ys)}")
+    return Directions(ParamVector(names, xs), None if ys is None else ParamVector(names, ys), spec)
+
+
+def _read_group(group: h5py.Group, path: str) -> list[torch.Tensor]:
+    n = len(group)
+    missing = [str(i) for i in range(n) if str(i) not in group]
+    if missing:
+        raise DirectionError(f"{path}: group {group.name} lacks dataset {missing[0]!r} (expected '0'..'{n - 1}')")
+    return [torch.from_numpy(np.asarray(group[str(i)][()])) for i in range(n)]
+
+
+def check_fits(directions: Directions, weights: ParamVector, *, where: str = "direction file") -> None:
+    """Refuses directions that do not fit the model, naming the first mismatching tensor.
+
+    Also replaces placeholder names (files of the original tool) by the model's names.
+    """
+    n_dir, n_model = len(directions.x), len(weights)
+    for vec in (directions.x, directions.y):
+        if vec is None:
+            continue
+        for i, (name, t) in enumerate(zip(weights.names, weights)):
+            if i >= len(vec):
+                break
+            if tuple(vec[i].shape) != tuple(t.shape):
+                raise DirectionError(
+                    f"{where} does not fit the model: tensor {i} ({name!r}) has shape {tuple(vec[i].shape)} "
+                    f"in the file but {tuple(t.shape)} in the model")
+    if n_dir != n_model:
+        name = weights.names[n_dir] if n_dir < n_model else f"#{n_model}"
+        raise DirectionError(
+            f"{where} does not fit the model: it has {n_dir} tensors, the model has {n_model} "
+            f"(first unmatched: {name!r}); was it made with the other --dir_type?")
+    for vec in (directions.x, directions.y):
+        if vec is not None and any(n.startswith("#") for n in vec.names):
+            vec.names = list(weights.names)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Moving the model
+# ----------------------------------------------------------------------------------------------------------
+
+class Perturber:
+    """Moves a model to w0 + a*dx (+ b*dy) in place, without allocating per point.
+
+    The change is computed as the original did, ``(dx*a + dy*b)`` in the tensor's dtype and then
+    added to w0, so surfaces match it to the last bit; integer buffers (num_batches_tracked) never
+    move. The centre (0, 0) reproduces w0 exactly.
+
+    Args:
+        model: the model whose live tensors are overwritten.
+        directions: the directions; their tensors are copied to the model's device and dtype.
+        dir_type: ``weights`` (parameters only; BN running statistics stay at the centre's) or
+            ``states`` (the whole state dict).
+
+    Example:
+        >>> net = torch.nn.Linear(4, 2)
+        >>> w = ParamVector.from_model(net, "weights")
+        >>> d = create_random_direction(w, generator=direction_generator(0, 0))
+        >>> p = Perturber(net, Directions(d, None, DirectionSpec()), "weights")
+        >>> p.set_point_((0.5,)); p.restore_()
+    """
+
+    def __init__(self, model: torch.nn.Module, directions: Directions, dir_type: str):
+        live = ParamVector.from_model(model, dir_type)
+        check_fits(directions, live)
+        keep = live.floating()
+        self.targets = [live[i] for i in keep]
+        self.base = [live[i].detach().clone() for i in keep]
+        dirs = [directions.x] if directions.y is None else [directions.x, directions.y]
+        self.dirs = [[vec[i].to(device=live[i].device, dtype=live[i].dtype) for i in keep] for vec in dirs]
+        biggest = max((t.numel() for t in self.targets), default=0)
+        self._scratch = {}
+        for t in self.targets:  # one scratch buffer per (device, dtype), sized for the largest tensor
+            key = (t.device, t.dtype)
+            if key not in self._scratch:
+                self._scratch[key] = torch.empty(biggest, device=t.device, dtype=t.dtype)
+
+    @torch.no_grad()
+    def set_point_(self, coords: Sequence[float]) -> None:
+        """Sets the model to the grid point `coords` = (a,) or (a, b)."""
+        if len(coords) != len(self.dirs):
+            raise ValueError(f"{len(coords)} coordinates for {len(self.dirs)} directions")
+        if len(coords) == 1:
+            (a,) = coords
+            for t, w0, dx in zip(self.targets, self.base, self.dirs[0]):
+                torch.mul(dx, float(a), out=t)
+                t.add_(w0)
+        else:
+            a, b = coords
+            for t, w0, dx, dy in zip(self.targets, self.base, self.dirs[0], self.dirs[1]):
+                s = self._scratch[(t.device, t.dtype)][: t.numel()].view(t.shape)
+                torch.mul(dy, float(b), out=s)
+                torch.mul(dx, float(a), out=t)
+                t.add_(s)
+                t.add_(w0)
+
+    @torch.no_grad()
+    def restore_(self) -> None:
+        """Puts the centre model back."""
+        for t, w0 in zip(self.targets, self.base):
+            t.copy_(w0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Set-up: reuse a direction file or make one
+# ----------------------------------------------------------------------------------------------------------
+
+def default_dir_file(spec: DirectionSpec) -> str:
+    """A short, readable name next to the model file, e.g.
+    ``model_300.t7.dirs-weights-filter-biasbn-seed123-2d.h5``."""
+    if spec.kind == "target":
+        parts = [spec.dir_type, "to-" + os.path.basename(spec.model_file2)]
+        if spec.model_file3:
+            parts.append("to-" + os.path.basename(spec.model_file3))
+    else:
+        parts = [spec.dir_type, spec.xnorm or "nonorm", spec.xignore or "all"]
+        y = (spec.ynorm if spec.ynorm is not None else spec.xnorm, spec.yignore if spec.yignore is not None
+             else spec.xignore)
+        if spec.two_d and not spec.same_dir and y != (spec.xnorm, spec.xignore):
+            parts += ["y", y[0] or "nonorm", y[1] or "all"]
+        parts.append(f"seed{spec.seed}")
+        if spec.idx:
+            parts.append(f"idx{spec.idx}")
+    if spec.two_d:
+        parts.append("samedir" if spec.same_dir else "2d")
+    else:
+        parts.append("1d")
+    return f"{spec.model_file}.dirs-{'-'.join(parts)}.h5"
+
+
+def make_directions(model: torch.nn.Module, spec: DirectionSpec, *, model2: Optional[torch.nn.Module] = None,
+                    model3: Optional[torch.nn.Module] = None) -> Directions:
+    """New directions for `model` as `spec` says: random ones from (seed, idx), or model2 - model
+    (and model3 - model); y equals x with ``same_dir``."""
+    weights = ParamVector.from_model(model, spec.dir_type).to("cpu")
+    g = direction_generator(spec.seed, spec.idx)
+    if spec.kind == "target":
+        if model2 is None:
+            raise DirectionError("target directions need a second model (--model_file2)")
+        x = create_target_direction(weights, ParamVector.from_model(model2, spec.dir_type))
+    else:
+        x = create_random_direction(weights, norm=spec.xnorm, ignore=spec.xignore, generator=g)
+    y = None
+    if spec.two_d:
+        if spec.same_dir:
+            y = x.clone()
+        elif model3 is not None:
+            y = create_target_direction(weights, ParamVector.from_model(model3, spec.dir_type))
+        else:
+            ynorm = spec.xnorm if spec.ynorm is None else spec.ynorm
+            yignore = spec.xignore if spec.yignore is None else spec.yignore
+            # Continues the same generator after x, as the original drew y after x.
+            y = create_random_direction(weights, norm=ynorm, ignore=yignore, generator=g)
+    return Directions(x, y, spec)
+
+
+def setup_directions(path: str, model: torch.nn.Module, spec: DirectionSpec, *,
+                     model2: Optional[torch.nn.Module] = None, model3: Optional[torch.nn.Module] = None,
+                     strict_model: bool = True, log=print) -> Directions:
+    """Reuses the direction file at `path` when it exists (checking that it fits), else makes and saves one.
+
+    Args:
+        path: the direction file.
+        model: the centre model.
+        spec: how to make new directions (dir_type also chooses how an existing file is read).
+        model2, model3: target models for ``kind="target"``.
+        strict_model: refuse an existing file of ours that was made for a different checkpoint
+            (a default-named file next to a retrained model); else only warn.
+        log: where notes go.
+    """
+    weights = ParamVector.from_model(model, spec.dir_type)
+    if os.path.exists(path):
+        d = load_directions(path)
+        check_fits(d, weights, where=f"direction file {path}")
+        if spec.two_d and d.y is None:
+            raise DirectionError(f"direction file {path} holds only an x direction but a 2D surface (--y) was "
+                                 f"asked for; give another --dir_file or drop --y")
+        if not spec.two_d and d.y is not None:
+            log(f"note: {path} holds x and y directions; a 1D surface uses x only")
+            d = Directions(d.x, None, d.spec)
+        if d.spec.model_sha256 and spec.model_sha256 and d.spec.model_sha256 != spec.model_sha256:
+            msg = (f"direction file {path} was made for a different checkpoint (sha256 "
+                   f"{d.spec.model_sha256[:12]} versus {spec.model_sha256[:12]} now)")
+            if strict_model:
+                raise DirectionError(msg + "; delete it or name it with --dir_file to use it anyway")
+            log("warning: " + msg)
+        if d.spec.dir_type != spec.dir_type and d.spec.kind != "file":
+            raise DirectionError(f"direction file {path} holds {d.spec.dir_type} directions but --dir_type is "
+                                 f"{spec.dir_type}")
+        if d.spec.kind == "file":
+            d = Directions(d.x, d.y, dataclasses.replace(d.spec, dir_type=spec.dir_type, two_d=spec.two_d))
+        log(f"using directions from {path}")
+        return d
+    d = make_directions(model, spec, model2=model2, model3=model3)
+    save_directions(path, d)
+    log(f"wrote directions to {path}")
+    return d

@@ -1,0 +1,242 @@
+#!/usr/bin/env python
+"""Command: compute the loss surface of a network around a trained model, in 1D or 2D, on one
+process or across MPI ranks, into a resumable HDF5 surface file; optionally plot it.
+
+    python plot_surface.py --x=-1:1:21 --y=-1:1:21 --plot                     # embedded default
+    mpirun -n 4 python plot_surface.py --mpi --cuda --model resnet56 \\
+        --model_file model_300.t7 --x=-1:1:51 --y=-1:1:51 --plot             # the paper's figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from data import DataError
+from evaluation import LOSSES, PRECISIONS, EvaluationError
+from models import ModelError
+from net_plotter import IGNORES, NORMS, DirectionError
+from scheduler import PeerFailed, RunInterrupted
+from surface_file import Axis, SurfaceError
+
+USER_ERRORS = (DataError, ModelError, DirectionError, SurfaceError, EvaluationError, OSError)
+
+
+def axis_type(text: str) -> Axis:
+    """argparse type for ``MIN:MAX:NUM``."""
+    try:
+        return Axis.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _norm_type(text: str) -> str:
+    value = "" if text.lower() == "none" else text
+    if value not in NORMS:
+        raise argparse.ArgumentTypeError(f"unknown norm {text!r}: expected filter, layer, weight, dfilter, dlayer "
+                                         f"or none")
+    return value
+
+
+def _ignore_type(text: str) -> str:
+    value = "" if text.lower() == "none" else text
+    if value not in IGNORES:
+        raise argparse.ArgumentTypeError(f"unknown ignore {text!r}: expected biasbn or none")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _pos_int(text: str) -> int:
+    value = _nonneg_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Compute a 1D or 2D loss surface around a model (Li et al., NeurIPS 2018).",
+        add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default="digits_cnn",
+                   help="registry name (resnet56, vgg9, ... digits_cnn: the embedded default) or pkg.module:factory")
+    g.add_argument("--model_file", default=None,
+                   help="checkpoint ({'state_dict': ...} or a bare state dict); none: train the embedded model")
+    g.add_argument("--model_folder", default="", help="folder prefixed to relative --model_file* paths")
+    g.add_argument("--model_file2", default=None, help="second model: x = model2 - model (1D interpolation)")
+    g.add_argument("--model_file3", default=None, help="third model: y = model3 - model (plane of three models)")
+    g.add_argument("--dataset", default=None,
+                   help="cifar10, digits or pkg.module:factory; default: the model's own dataset")
+    g.add_argument("--datapath", default="cifar10/data", help="folder holding cifar-10-batches-py")
+    g.add_argument("--raw_data", action="store_true", help="do not normalize the images")
+    g.add_argument("--data_split", type=_pos_int, default=1, help="split each evaluation set into K parts")
+    g.add_argument("--split_idx", type=_nonneg_int, default=0, help="evaluate part i of --data_split")
+    g.add_argument("--eval_on", default="train", choices=("train", "test", "both"),
+                   help="which set(s) to evaluate at every point")
+    g.add_argument("--trainloader", default=None, help=argparse.SUPPRESS)
+    g.add_argument("--testloader", default=None, help=argparse.SUPPRESS)
+
+    g = p.add_argument_group("directions")
+    g.add_argument("--dir_file", default=None, help="direction file to reuse or create; default: named after "
+                                                    "the model file and settings")
+    g.add_argument("--dir_type", default="weights", choices=("weights", "states"),
+                   help="weights: parameters only; states: the full state dict incl. BN running statistics")
+    g.add_argument("--xnorm", type=_norm_type, default="filter",
+                   help="normalization of x: filter, layer, weight, dfilter, dlayer or none")
+    g.add_argument("--ynorm", type=_norm_type, default=None, help="normalization of y; default: as --xnorm")
+    g.add_argument("--xignore", type=_ignore_type, default="biasbn",
+                   help="biasbn: zero the biases and BN parameters of x; none: move them too")
+    g.add_argument("--yignore", type=_ignore_type, default=None, help="as --xignore for y; default: as --xignore")
+    g.add_argument("--same_dir", action="store_true", help="y is the same direction as x")
+    g.add_argument("--seed", type=_nonneg_int, default=123, help="seed of the random directions")
+    g.add_argument("--idx", type=_nonneg_int, default=0, help="index of the random direction pair (different "
+                                                              "idx, different directions)")
+
+    g = p.add_argument_group("grid")
+    g.add_argument("--x", type=axis_type, default=Axis(-1.0, 1.0, 51), help="x coordinates MIN:MAX:NUM")
+    g.add_argument("--y", type=axis_type, default=None, help="y coordinates MIN:MAX:NUM; none: a 1D surface")
+    g.add_argument("--surf_file", default=None, help="surface file to create or resume; default: named after "
+                                                     "the direction file and grid")
+
+    g = p.add_argument_group("compute")
+    g.add_argument("--mpi", action="store_true", help="run across the ranks of mpirun/srun (needs mpi4py)")
+    g.add_argument("--cuda", action="store_true", help="evaluate on the GPU of this rank's local rank")
+    g.add_argument("--batch_size", type=_pos_int, default=None,
+                   help="images per forward pass; default: 128 on CPU, 1024 on GPU")
+    g.add_argument("--loss_name", default="crossentropy", choices=LOSSES,
+                   help="crossentropy, or mse on softmax outputs against one-hot targets (the original's)")
+    g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (strict), tf32 or bf16")
+    g.add_argument("--bn_recalibrate", type=_nonneg_int, default=0,
+                   help="re-estimate BN statistics at each point from N training batches (0: off)")
+    g.add_argument("--channels_last", default="auto", choices=("auto", "on", "off"),
+                   help="NHWC memory format for image models (auto: on)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on large grids)")
+    g.add_argument("--flush_every", type=float, default=5.0, help="seconds between crash-safe writes")
+    g.add_argument("--chunk_size", type=_pos_int, default=None, help="points per scheduling message; default: "
+                                                                     "about 8 chunks per rank, at most 16")
+    g.add_argument("--threads", type=int, default=None, help="accepted for compatibility; data are tensors, no "
+                                                             "loader workers")
+    g.add_argument("--ngpu", type=int, default=1, help="accepted for compatibility; one GPU per rank")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    g = p.add_argument_group("plot")
+    g.add_argument("--plot", action="store_true", help="draw the standard 1D or 2D figure when done")
+    g.add_argument("--proj_file", default=None, help="trajectory projection to draw on the 2D contour")
+    g.add_argument("--loss_max", type=float, default=5.0, help="1D: top of the loss axis")
+    g.add_argument("--vmax", type=float, default=10.0, help="2D: highest contour level")
+    g.add_argument("--vmin", type=float, default=0.1, help="2D: lowest contour level")
+    g.add_argument("--vlevel", type=float, default=0.5, help="2D: spacing of contour levels")
+    g.add_argument("--log", action="store_true", help="logarithmic loss in the plots")
+    g.add_argument("--show", action="store_true", help="open the figures in a window")
+    return p
+
+
+def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Cross-argument checks that argparse cannot express; each a one-line usage error."""
+    if args.trainloader or args.testloader:
+        parser.error("--trainloader/--testloader (pickled loaders) cannot be loaded by torch >= 2.6; "
+                     "use --dataset pkg.module:factory")
+    if args.split_idx >= args.data_split:
+        parser.error(f"--split_idx must be below --data_split ({args.data_split}), got {args.split_idx}")
+    if args.model_file3 and not args.model_file2:
+        parser.error("--model_file3 needs --model_file2 (the plane through three models)")
+    if args.model_file3 and args.y is None:
+        parser.error("--model_file3 gives a y direction: add --y MIN:MAX:NUM")
+    if args.same_dir and args.y is None:
+        parser.error("--same_dir needs a 2D grid: add --y MIN:MAX:NUM")
+    if not args.flush_every > 0:
+        parser.error(f"--flush_every must be > 0 seconds, got {args.flush_every}")
+
+
+def _join(folder: str, path: str | None) -> str | None:
+    if path is None or not folder or os.path.isabs(path):
+        return path
+    return os.path.join(folder, path)
+
+
+def main(args: argparse.Namespace) -> int:
+    # Imported here so that --help and argument errors answer at once.
+    from scheduler import abort, install_interrupt_handlers, setup_mpi
+    from surface_job import SurfaceRequest, prepare, run
+
+    comm = setup_mpi(args.mpi)
+    rank = 0 if comm is None else comm.Get_rank()
+    install_interrupt_handlers(rank == 0)
+    log = print if rank == 0 else (lambda *a, **k: None)
+    if comm is not None and not args.cuda:
+        import torch
+        from evaluation import cpu_threads_per_rank
+        torch.set_num_threads(cpu_threads_per_rank())
+    request = SurfaceRequest(
+        model=args.model, model_file=_join(args.model_folder, args.model_file),
+        model_file2=_join(args.model_folder, args.model_file2), model_file3=_join(args.model_folder, args.model_file3),
+        dataset=args.dataset, datapath=args.datapath, raw_data=args.raw_data, data_split=args.data_split,
+        split_idx=args.split_idx, eval_on=("train", "test") if args.eval_on == "both" else (args.eval_on,),
+        dir_file=args.dir_file, dir_type=args.dir_type, xnorm=args.xnorm, xignore=args.xignore, ynorm=args.ynorm,
+        yignore=args.yignore, same_dir=args.same_dir, seed=args.seed, idx=args.idx, x=args.x, y=args.y,
+        surf_file=args.surf_file, cuda=args.cuda, batch_size=args.batch_size, loss_name=args.loss_name,
+        precision=args.precision, bn_recalibrate=args.bn_recalibrate,
+        channels_last=None if args.channels_last == "auto" else args.channels_last == "on",
+        compile=args.compile, flush_every=args.flush_every, chunk_size=args.chunk_size)
+    try:
+        job = prepare(request, comm=comm, log=log)
+    except (PeerFailed, *USER_ERRORS) as e:
+        if rank == 0:  # every rank fails together; one message is enough
+            print(f"error: {e}", file=sys.stderr)
+        return 1
+    except RunInterrupted as e:
+        print(f"{e} during set-up", file=sys.stderr)
+        return 128 + e.signum
+    start = time.time()
+    try:
+        surface = run(job, comm=comm, progress=not args.quiet, log=log)
+    except RunInterrupted as e:
+        print(f"\n{e}: what was computed is saved in {job.surf_file}; rerun the same command to resume",
+              file=sys.stderr)
+        abort(comm, 128 + e.signum)
+    except (PeerFailed, *USER_ERRORS) as e:
+        if rank == 0:
+            print(f"error: {e}; what was computed is saved in {job.surf_file}", file=sys.stderr)
+        abort(comm, 1)
+    if rank != 0:
+        return 0
+    log(f"done in {time.time() - start:.1f} s: {job.surf_file}")
+    for line in job.summary(surface):
+        log(line)
+    if args.plot:
+        try:
+            if surface.ndim == 1:
+                from plot_1D import plot_1d_loss_err
+                files = plot_1d_loss_err(surface, loss_max=args.loss_max, log=args.log, show=args.show, fmt="png")
+            else:
+                from plot_2D import plot_2d_contour, read_projection
+                traj = read_projection(args.proj_file) if args.proj_file else None
+                files = []
+                for name in sorted(k for k in surface.values if k.endswith("_loss")):
+                    files += plot_2d_contour(surface, surf_name=name, vmin=args.vmin, vmax=args.vmax,
+                                             vlevel=args.vlevel, log=args.log, show=args.show, fmt="png",
+                                             trajectory=traj)
+        except SurfaceError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        for f in files:
+            log(f"wrote {f}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = get_args_parser()
+    arguments = parser.parse_args()
+    _check_args(arguments, parser)
+    sys.exit(main(arguments))

@@ -1,0 +1,237 @@
+"""Setting up a surface job from explicit options: device, data, model, directions, file names.
+
+Each step runs on every rank with failures shared (`scheduler.root_first` and `everywhere`), so
+a bad input stops all ranks with one message instead of leaving some waiting.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import embedded
+import models
+from data import DataError, EvalData, load_dataset, take_part
+from evaluation import pick_device
+from landscape import EvalSettings, compute_surface
+from net_plotter import DirectionSpec, Directions, check_fits, default_dir_file, load_directions, setup_directions
+from param_vector import ParamVector
+from scheduler import everywhere, root_first
+from surface_file import Axis, Grid, Surface
+
+DEFAULT_TRAINED = os.path.join("trained_nets", "{model}", "model_{epochs}.t7")
+EMBEDDED_EPOCHS = 30
+
+
+@dataclass(frozen=True)
+class SurfaceRequest:
+    """Everything `plot_surface.py` is asked, as plain values (see its --help for each)."""
+
+    model: str = embedded.DEFAULT_MODEL
+    model_file: Optional[str] = None
+    model_file2: Optional[str] = None
+    model_file3: Optional[str] = None
+    dataset: Optional[str] = None
+    datapath: str = "cifar10/data"
+    raw_data: bool = False
+    data_split: int = 1
+    split_idx: int = 0
+    eval_on: tuple[str, ...] = ("train",)
+    dir_file: Optional[str] = None
+    dir_type: str = "weights"
+    xnorm: str = "filter"
+    xignore: str = "biasbn"
+    ynorm: Optional[str] = None
+    yignore: Optional[str] = None
+    same_dir: bool = False
+    seed: int = 123
+    idx: int = 0
+    x: Axis = Axis(-1.0, 1.0, 51)
+    y: Optional[Axis] = None
+    surf_file: Optional[str] = None
+    cuda: bool = False
+    batch_size: Optional[int] = None
+    loss_name: str = "crossentropy"
+    precision: str = "fp32"
+    bn_recalibrate: int = 0
+    channels_last: Optional[bool] = None
+    compile: bool = False
+    flush_every: float = 5.0
+    chunk_size: Optional[int] = None
+
+
+@dataclass
+class PreparedJob:
+    """A request resolved into objects, ready for `run`."""
+
+    request: SurfaceRequest
+    device: torch.device
+    data: EvalData
+    model: torch.nn.Module
+    model_file: str
+    model_sha256: str
+    directions: Directions
+    dir_file: str
+    grid: Grid
+    surf_file: str
+
+    @property
+    def settings(self) -> EvalSettings:
+        r = self.request
+        return EvalSettings(eval_on=r.eval_on, loss_name=r.loss_name, batch_size=r.batch_size,
+                            precision=r.precision, bn_recalibrate=r.bn_recalibrate, channels_last=r.channels_last,
+                            compile=r.compile)
+
+    def summary(self, surface: Surface) -> list[str]:
+        """Human-readable lines: the centre value and the extremes of each computed loss."""
+        lines = []
+        for name in sorted(k for k in surface.values if k.endswith("_loss")):
+            z = surface.values[name]
+            acc = surface.values.get(name.replace("_loss", "_acc"))
+            centre = _centre_index(surface)
+            parts = []
+            if centre is not None:
+                parts.append(f"centre {z[centre]:.6g}" + (f" (accuracy {acc[centre]:.2f}%)" if acc is not None else ""))
+            finite = np.isfinite(z)
+            if finite.any():
+                parts.append(f"min {z[finite].min():.6g}, max {z[finite].max():.6g}")
+            if (~finite).any():
+                parts.append(f"{int((~finite).sum())} non-finite points")
+            lines.append(f"{name}: {', '.join(parts)}")
+        return lines
+
+
+def _centre_index(surface: Surface):
+    ix = np.flatnonzero(surface.x == 0.0)
+    if ix.size == 0:
+        return None
+    if surface.y is None:
+        return (int(ix[0]),)
+    iy = np.flatnonzero(surface.y == 0.0)
+    return None if iy.size == 0 else (int(iy[0]), int(ix[0]))
+
+
+def _sanitize(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._+-" else "_" for c in text)
+
+
+def default_surf_file(dir_file: str, dataset: str, grid: Grid, req: SurfaceRequest) -> str:
+    """E.g. ``model_300.t7.dirs-weights-filter-biasbn-seed123-2d.surf-cifar10-x-1_1_51-y-1_1_51.h5``."""
+    base = dir_file[:-3] if dir_file.endswith(".h5") else dir_file
+    parts = [_sanitize(dataset), "x" + str(grid.x).replace(":", "_")]
+    if grid.y is not None:
+        parts.append("y" + str(grid.y).replace(":", "_"))
+    if req.loss_name != "crossentropy":
+        parts.append(req.loss_name)
+    if req.data_split > 1:
+        parts.append(f"part{req.split_idx}of{req.data_split}")
+    if req.raw_data:
+        parts.append("raw")
+    if req.bn_recalibrate:
+        parts.append(f"bn{req.bn_recalibrate}")
+    if req.precision != "fp32":
+        parts.append(req.precision)
+    return f"{base}.surf-{'-'.join(parts)}.h5"
+
+
+def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] = print) -> PreparedJob:
+    """Resolves a request on every rank: device, data, model, directions and file names."""
+    models.check_name(req.model)
+    device = everywhere(comm, lambda: pick_device(req.cuda))
+    dataset = req.dataset or models.native_dataset(req.model)
+    if dataset is None:
+        raise DataError(f"--model {req.model} is a factory: name its data with --dataset (cifar10, digits or "
+                        f"pkg.module:factory)")
+
+    def _load(download: bool) -> EvalData:
+        full = load_dataset(dataset, datapath=req.datapath, raw_data=req.raw_data, download=download)
+        if req.data_split == 1:
+            return full
+        return EvalData(full.name, take_part(full.train, req.data_split, req.split_idx),
+                        take_part(full.test, req.data_split, req.split_idx), full.num_classes, full.info)
+
+    rank = 0 if comm is None else comm.Get_rank()
+    root_data = root_first(comm, lambda: _load(download=True))  # rank 0 alone may download
+    data = everywhere(comm, lambda: root_data if rank == 0 else _load(download=False))
+    log(f"data: {dataset}, {len(data.train)} train and {len(data.test)} test examples"
+        + (f" (part {req.split_idx} of {req.data_split})" if req.data_split > 1 else ""))
+
+    model_file = req.model_file
+    if model_file is None:
+        if req.model not in embedded.list_models():
+            raise models.ModelError(f"--model_file is required for --model {req.model} (only the embedded "
+                                    f"models {', '.join(embedded.list_models())} train themselves)")
+        model_file = DEFAULT_TRAINED.format(model=req.model, epochs=EMBEDDED_EPOCHS)
+        root_first(comm, lambda: embedded.ensure_checkpoint(model_file, req.model, data.train.inputs,
+                                                            data.train.targets, epochs=EMBEDDED_EPOCHS, log=log))
+    model = everywhere(comm, lambda: models.load_model(req.model, model_file, num_classes=data.num_classes))
+    model_sha = root_first(comm, lambda: models.file_sha256(model_file), share=True)
+    info = models.describe(model)
+    log(f"model: {req.model} from {model_file} ({info['parameters']:,} parameters)")
+
+    two_d = req.y is not None
+    spec = DirectionSpec(dir_type=req.dir_type, kind="target" if req.model_file2 else "random",
+                         xnorm=req.xnorm, xignore=req.xignore, ynorm=req.ynorm, yignore=req.yignore, seed=req.seed,
+                         idx=req.idx, two_d=two_d, same_dir=req.same_dir, model_file=model_file,
+                         model_sha256=model_sha, model_file2=req.model_file2 or "", model_file3=req.model_file3 or "")
+    if spec.kind == "target":
+        spec = replace(spec, xnorm="", xignore="", ynorm="" if req.model_file3 else req.ynorm,
+                       yignore="" if req.model_file3 else req.yignore)
+    dir_file = req.dir_file or default_dir_file(spec)
+
+    def _make_dirs() -> Directions:
+        m2 = models.load_model(req.model, req.model_file2, data.num_classes) if req.model_file2 else None
+        m3 = models.load_model(req.model, req.model_file3, data.num_classes) if req.model_file3 else None
+        d = setup_directions(dir_file, model, spec, model2=m2, model3=m3, strict_model=req.dir_file is None, log=log)
+        if d.y is not None:
+            log(f"cosine similarity of x and y: {d.cosine():.6f}")
+        return d
+
+    root_dirs = root_first(comm, _make_dirs)  # rank 0 writes the file, then the others read it
+    directions = everywhere(comm, lambda: root_dirs if rank == 0 else _reload_directions(dir_file, model, spec))
+
+    grid = Grid(req.x, req.y)
+    surf_file = req.surf_file or default_surf_file(dir_file, dataset, grid, req)
+    return PreparedJob(req, device, data, model, model_file, model_sha, directions, dir_file, grid, surf_file)
+
+
+def _reload_directions(path: str, model: torch.nn.Module, spec: DirectionSpec) -> Directions:
+    d = load_directions(path)
+    check_fits(d, ParamVector.from_model(model, spec.dir_type), where=f"direction file {path}")
+    if spec.two_d is False:
+        d = Directions(d.x, None, d.spec)
+    if d.spec.kind == "file":
+        d = Directions(d.x, d.y, replace(d.spec, dir_type=spec.dir_type, two_d=spec.two_d))
+    return d
+
+
+def run(job: PreparedJob, *, comm: Any = None, progress: bool = True,
+        log: Callable[..., None] = print) -> Optional[Surface]:
+    """Computes the job's surface (resuming), with a progress bar on rank 0."""
+    world = 1 if comm is None else comm.Get_size()
+    bar_holder = {}
+
+    def _progress(done_before: int, total: int):
+        log(f"surface: {job.surf_file} ({total} points, {total - done_before} to compute on {world} "
+            f"rank{'s' if world > 1 else ''}, {job.device.type})")
+        bar = tqdm(total=total, initial=done_before, unit="pt", disable=not progress, dynamic_ncols=True,
+                   smoothing=0.1, desc="points")
+        bar_holder["bar"] = bar
+        return bar.update
+
+    try:
+        return compute_surface(job.model, job.data, job.directions, job.grid, job.surf_file,
+                               model_name=job.request.model, model_sha256=job.model_sha256,
+                               model_file=job.model_file, dir_file=job.dir_file, settings=job.settings,
+                               data_split=job.request.data_split, split_idx=job.request.split_idx,
+                               device=job.device, comm=comm, flush_every=job.request.flush_every,
+                               chunk_size=job.request.chunk_size, progress=_progress)
+    finally:
+        if "bar" in bar_holder:
+            bar_holder["bar"].close()

