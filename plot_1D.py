@@ -10,12 +10,8 @@ import argparse
 import os
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")
+from figures import output_args_parser, save_figure  # picks the headless backend before pyplot loads
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
 from surface_file import Surface, SurfaceError, read_surface  # noqa: E402
 
 
@@ -59,23 +55,16 @@ def plot_1d_loss_err(surface: Surface, *, xmin: float | None = None, xmax: float
     ax_loss.set_title(os.path.basename(surface.path), fontsize=7)
     fig.tight_layout()
     out = f"{prefix}_1d_loss_acc{'_log' if log else ''}.{fmt}"
-    fig.savefig(out, dpi=300 if fmt == "png" else None, bbox_inches="tight")
-    if show:
-        plt.show()
-    plt.close(fig)
-    return [out]
+    return [save_figure(fig, out, show=show)]
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Plot a 1D loss surface file.", add_help=add_help)
-    p.add_argument("--surf_file", required=True, help="the surface file (HDF5)")
+    p = argparse.ArgumentParser(description="Plot a 1D loss surface file.", add_help=add_help,
+                                parents=[output_args_parser()])
     p.add_argument("--xmin", type=float, default=None, help="left end of the x axis (default: first coordinate)")
     p.add_argument("--xmax", type=float, default=None, help="right end of the x axis (default: last coordinate)")
     p.add_argument("--loss_max", type=float, default=5.0, help="top of the loss axis (default: 5)")
     p.add_argument("--log", action="store_true", help="logarithmic loss axis")
-    p.add_argument("--show", action="store_true", help="also open a window")
-    p.add_argument("--format", default="pdf", choices=("pdf", "png", "svg"), help="file format (default: pdf)")
-    p.add_argument("--prefix", default=None, help="output path prefix (default: the surface file without .h5)")
     return p
 
 

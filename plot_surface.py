@@ -64,22 +64,34 @@ def _pos_int(text: str) -> int:
     return value
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """States the default after each help line that does not already say it (and has a value to state)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default in ("", argparse.SUPPRESS)
+        if "default" in text or unset or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Compute a 1D or 2D loss surface around a model (Li et al., NeurIPS 2018).",
-        add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add_help=add_help, formatter_class=_DefaultsFormatter)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="digits_cnn",
-                   help="registry name (resnet56, vgg9, ... digits_cnn: the embedded default) or pkg.module:factory")
+                   help="registry name (resnet56, vgg9, ...) or pkg.module:factory (default: digits_cnn, the "
+                        "embedded model)")
     g.add_argument("--model_file", default=None,
-                   help="checkpoint ({'state_dict': ...} or a bare state dict); none: train the embedded model")
-    g.add_argument("--model_folder", default="", help="folder prefixed to relative --model_file* paths")
-    g.add_argument("--model_file2", default=None, help="second model: x = model2 - model (1D interpolation)")
-    g.add_argument("--model_file3", default=None, help="third model: y = model3 - model (plane of three models)")
+                   help="checkpoint ({'state_dict': ...} or a bare state dict); default: train the embedded model")
+    g.add_argument("--model_folder", default="", help="folder prefixed to relative --model_file* paths (default: none)")
+    g.add_argument("--model_file2", default=None, help="second model: x = model2 - model, for 1D interpolation (default: none)")
+    g.add_argument("--model_file3", default=None, help="third model: y = model3 - model, the plane of three models (default: none)")
     g.add_argument("--dataset", default=None,
                    help="cifar10, digits or pkg.module:factory; default: the model's own dataset")
     g.add_argument("--datapath", default="cifar10/data", help="folder holding cifar-10-batches-py")
-    g.add_argument("--raw_data", action="store_true", help="do not normalize the images")
+    g.add_argument("--raw_data", action="store_true", help="do not normalize the images (default: normalize)")
     g.add_argument("--data_split", type=_pos_int, default=1, help="split each evaluation set into K parts")
     g.add_argument("--split_idx", type=_nonneg_int, default=0, help="evaluate part i of --data_split")
     g.add_argument("--eval_on", default="train", choices=("train", "test", "both"),
@@ -98,20 +110,20 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--xignore", type=_ignore_type, default="biasbn",
                    help="biasbn: zero the biases and BN parameters of x; none: move them too")
     g.add_argument("--yignore", type=_ignore_type, default=None, help="as --xignore for y; default: as --xignore")
-    g.add_argument("--same_dir", action="store_true", help="y is the same direction as x")
+    g.add_argument("--same_dir", action="store_true", help="y is the same direction as x (default: off)")
     g.add_argument("--seed", type=_nonneg_int, default=123, help="seed of the random directions")
     g.add_argument("--idx", type=_nonneg_int, default=0, help="index of the random direction pair (different "
                                                               "idx, different directions)")
 
     g = p.add_argument_group("grid")
     g.add_argument("--x", type=axis_type, default=Axis(-1.0, 1.0, 51), help="x coordinates MIN:MAX:NUM")
-    g.add_argument("--y", type=axis_type, default=None, help="y coordinates MIN:MAX:NUM; none: a 1D surface")
+    g.add_argument("--y", type=axis_type, default=None, help="y coordinates MIN:MAX:NUM (default: none, a 1D surface)")
     g.add_argument("--surf_file", default=None, help="surface file to create or resume; default: named after "
                                                      "the direction file and grid")
 
     g = p.add_argument_group("compute")
-    g.add_argument("--mpi", action="store_true", help="run across the ranks of mpirun/srun (needs mpi4py)")
-    g.add_argument("--cuda", action="store_true", help="evaluate on the GPU of this rank's local rank")
+    g.add_argument("--mpi", action="store_true", help="run across the ranks of mpirun/srun (needs mpi4py; default: serial)")
+    g.add_argument("--cuda", action="store_true", help="evaluate on the GPU of this rank's local rank (default: CPU)")
     g.add_argument("--batch_size", type=_pos_int, default=None,
                    help="images per forward pass; default: 128 on CPU, 1024 on GPU")
     g.add_argument("--loss_name", default="crossentropy", choices=LOSSES,
@@ -121,24 +133,25 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="re-estimate BN statistics at each point from N training batches (0: off)")
     g.add_argument("--channels_last", default="auto", choices=("auto", "on", "off"),
                    help="NHWC memory format for image models (auto: on)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on large grids)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model; pays off on large grids (default: off)")
     g.add_argument("--flush_every", type=float, default=5.0, help="seconds between crash-safe writes")
     g.add_argument("--chunk_size", type=_pos_int, default=None, help="points per scheduling message; default: "
                                                                      "about 8 chunks per rank, at most 16")
-    g.add_argument("--threads", type=int, default=None, help="accepted for compatibility; data are tensors, no "
-                                                             "loader workers")
-    g.add_argument("--ngpu", type=int, default=1, help="accepted for compatibility; one GPU per rank")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--threads", type=int, default=None, help="accepted for compatibility and ignored: data are "
+                                                             "tensors, no loader workers")
+    g.add_argument("--ngpu", type=int, default=1, help="accepted for compatibility and ignored: one GPU per "
+                                                          "rank, start more ranks for more GPUs")
+    g.add_argument("--quiet", action="store_true", help="no progress bar (default: show one on rank 0)")
 
     g = p.add_argument_group("plot")
-    g.add_argument("--plot", action="store_true", help="draw the standard 1D or 2D figure when done")
-    g.add_argument("--proj_file", default=None, help="trajectory projection to draw on the 2D contour")
+    g.add_argument("--plot", action="store_true", help="draw the standard 1D or 2D figure when done (default: off)")
+    g.add_argument("--proj_file", default=None, help="trajectory projection to draw on the 2D contour (default: none)")
     g.add_argument("--loss_max", type=float, default=5.0, help="1D: top of the loss axis")
     g.add_argument("--vmax", type=float, default=10.0, help="2D: highest contour level")
     g.add_argument("--vmin", type=float, default=0.1, help="2D: lowest contour level")
     g.add_argument("--vlevel", type=float, default=0.5, help="2D: spacing of contour levels")
-    g.add_argument("--log", action="store_true", help="logarithmic loss in the plots")
-    g.add_argument("--show", action="store_true", help="open the figures in a window")
+    g.add_argument("--log", action="store_true", help="logarithmic loss in the plots (default: off)")
+    g.add_argument("--show", action="store_true", help="open the figures in a window (default: off)")
     return p
 
 

@@ -57,11 +57,8 @@ def trained_ckpt(tmp_path_factory, digits) -> Path:
     """digits_cnn trained for a few epochs, saved in the original's checkpoint form."""
     import embedded
     path = tmp_path_factory.mktemp("ckpt") / "model_3.t7"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = embedded.create_model("digits_cnn")
-    acc = embedded.train(model, digits.train.inputs, digits.train.targets, epochs=3, seed=0)
-    torch.save({"state_dict": model.state_dict(), "epoch": 3, "acc": acc}, path)
+    embedded.ensure_checkpoint(str(path), "digits_cnn", digits.train.inputs, digits.train.targets, seed=0,
+                               epochs=3, log=lambda *a: None)
     return path
 
 
@@ -70,9 +67,6 @@ def trained_ckpt2(tmp_path_factory, digits) -> Path:
     """A second, differently seeded digits_cnn (for interpolation and planes)."""
     import embedded
     path = tmp_path_factory.mktemp("ckpt2") / "model_other.t7"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        model = embedded.create_model("digits_cnn")
-    acc = embedded.train(model, digits.train.inputs, digits.train.targets, epochs=2, seed=1)
-    torch.save({"state_dict": model.state_dict(), "epoch": 2, "acc": acc}, path)
+    embedded.ensure_checkpoint(str(path), "digits_cnn", digits.train.inputs, digits.train.targets, seed=1,
+                               epochs=2, log=lambda *a: None)
     return path

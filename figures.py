@@ -1,0 +1,32 @@
+"""What every plotting command shares: the headless backend, output options, and writing a figure."""
+
+from __future__ import annotations
+
+import argparse
+
+import matplotlib
+
+matplotlib.use("Agg")  # commands run on clusters without a display; --show opens a window explicitly
+import matplotlib.pyplot as plt  # noqa: E402
+
+FORMATS = ("pdf", "png", "svg")
+
+
+def output_args_parser() -> argparse.ArgumentParser:
+    """Parent parser (``parents=[...]``) with the options every plotting command takes."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    g.add_argument("--surf_file", required=True, help="the surface file (HDF5)")
+    g.add_argument("--format", default="pdf", choices=FORMATS, help="file format (default: pdf)")
+    g.add_argument("--prefix", default=None, help="output path prefix (default: the surface file without .h5)")
+    g.add_argument("--show", action="store_true", help="also open a window")
+    return p
+
+
+def save_figure(fig, path: str, *, show: bool = False) -> str:
+    """Writes `fig` to `path` (300 dpi for PNG), optionally shows it, and closes it. Returns `path`."""
+    fig.savefig(path, dpi=300 if path.endswith(".png") else None, bbox_inches="tight")
+    if show:
+        plt.show()
+    plt.close(fig)
+    return path
