@@ -19,13 +19,14 @@ def output_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--surf_file", required=True, help="the surface file (HDF5)")
     g.add_argument("--format", default="pdf", choices=FORMATS, help="file format (default: pdf)")
     g.add_argument("--prefix", default=None, help="output path prefix (default: the surface file without .h5)")
+    g.add_argument("--dpi", type=int, default=300, help="resolution of PNG files (default: 300)")
     g.add_argument("--show", action="store_true", help="also open a window")
     return p
 
 
-def save_figure(fig, path: str, *, show: bool = False) -> str:
-    """Writes `fig` to `path` (300 dpi for PNG), optionally shows it, and closes it. Returns `path`."""
-    fig.savefig(path, dpi=300 if path.endswith(".png") else None, bbox_inches="tight")
+def save_figure(fig, path: str, *, show: bool = False, dpi: int = 300) -> str:
+    """Writes `fig` to `path` (at `dpi` for PNG), optionally shows it, and closes it. Returns `path`."""
+    fig.savefig(path, dpi=dpi if path.endswith(".png") else None, bbox_inches="tight")
     if show:
         plt.show()
     plt.close(fig)
