@@ -12,11 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 FORMATS = ("pdf", "png", "svg")
 
 
-def output_args_parser() -> argparse.ArgumentParser:
-    """Parent parser (``parents=[...]``) with the options every plotting command takes."""
+def output_args_parser(*, surf_file: bool = True) -> argparse.ArgumentParser:
+    """Parent parser (``parents=[...]``) with the options every plotting command takes.
+
+    Args:
+        surf_file: include the usual single, required ``--surf_file`` (a command that takes several
+            files declares its own).
+    """
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("output")
-    g.add_argument("--surf_file", required=True, help="the surface file (HDF5)")
+    if surf_file:
+        g.add_argument("--surf_file", required=True, help="the surface file (HDF5)")
     g.add_argument("--format", default="pdf", choices=FORMATS, help="file format (default: pdf)")
     g.add_argument("--prefix", default=None, help="output path prefix (default: the surface file without .h5)")
     g.add_argument("--dpi", type=int, default=300, help="resolution of PNG files (default: 300)")

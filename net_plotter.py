@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import torch
 
-from param_vector import DIR_TYPES, ParamVector
+from param_vector import ParamVector
 from version import code_version
 
 NORMS = ("filter", "layer", "weight", "dfilter", "dlayer", "")

@@ -144,8 +144,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no progress bar (default: show one on rank 0)")
 
     g = p.add_argument_group("plot")
-    g.add_argument("--plot", action="store_true", help="draw the standard 1D or 2D figure when done (default: off)")
-    g.add_argument("--proj_file", default=None, help="trajectory projection to draw on the 2D contour (default: none)")
+    g.add_argument("--plot", action="store_true",
+                   help="draw the standard figures when done: 1D loss and accuracy; 2D contour, filled contour, "
+                        "heatmap and 3D surface (default: off)")
+    g.add_argument("--proj_file", default=None, help="trajectory projection to draw on the 2D figures (default: none)")
     g.add_argument("--loss_max", type=float, default=5.0, help="1D: top of the loss axis")
     g.add_argument("--vmax", type=float, default=10.0, help="2D: highest contour level")
     g.add_argument("--vmin", type=float, default=0.1, help="2D: lowest contour level")
@@ -233,13 +235,12 @@ def main(args: argparse.Namespace) -> int:
                 from plot_1D import plot_1d_loss_err
                 files = plot_1d_loss_err(surface, loss_max=args.loss_max, log=args.log, show=args.show, fmt="png")
             else:
-                from plot_2D import plot_2d_contour, read_projection
+                from plot_2D import plot_2d, read_projection
                 traj = read_projection(args.proj_file) if args.proj_file else None
                 files = []
                 for name in sorted(k for k in surface.values if k.endswith("_loss")):
-                    files += plot_2d_contour(surface, surf_name=name, vmin=args.vmin, vmax=args.vmax,
-                                             vlevel=args.vlevel, log=args.log, show=args.show, fmt="png",
-                                             trajectory=traj)
+                    files += plot_2d(surface, surf_name=name, vmin=args.vmin, vmax=args.vmax, vlevel=args.vlevel,
+                                     log=args.log, show=args.show, fmt="png", trajectory=traj)
         except SurfaceError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

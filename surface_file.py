@@ -333,8 +333,8 @@ class Surface:
 def read_surface(path: str) -> Surface:
     """Reads every surface quantity of `path` into memory.
 
-    Files of the original tool have no done masks and use -1 for points never computed; they are
-    read as they are (a square grid's orientation is the same as ours).
+    Files of the original tool have no done masks and use -1 for points never computed: those
+    loss and accuracy values are read as NaN (a square grid's orientation is the same as ours).
     """
     try:
         with h5py.File(path, "r") as f:
@@ -350,6 +350,8 @@ def read_surface(path: str) -> Surface:
                     group = name.split("_")[0]
                     if ours and f"{group}_done" in f:
                         arr[np.asarray(f[f"{group}_done"][()]) == 0] = np.nan
+                    elif not ours and name.endswith(("_loss", "_acc")):
+                        arr[arr == -1] = np.nan  # the original's "not computed" (no loss or accuracy is -1)
                     values[name] = arr
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             if "dir_file" in f:

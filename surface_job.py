@@ -6,7 +6,6 @@ a bad input stops all ranks with one message instead of leaving some waiting.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional

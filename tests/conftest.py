@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +69,15 @@ def trained_ckpt2(tmp_path_factory, digits) -> Path:
     embedded.ensure_checkpoint(str(path), "digits_cnn", digits.train.inputs, digits.train.targets, seed=1,
                                epochs=2, log=lambda *a: None)
     return path
+
+
+def write_original_surface(path, x, y=None, **datasets) -> None:
+    """A surface file in the original tool's layout: plain datasets, no attributes, no done masks."""
+    import h5py
+    with h5py.File(path, "w") as f:
+        f["dir_file"] = "d.h5"
+        f["xcoordinates"] = x
+        if y is not None:
+            f["ycoordinates"] = y
+        for name, value in datasets.items():
+            f[name] = value

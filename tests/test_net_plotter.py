@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from net_plotter import (DirectionError, Directions, DirectionSpec, Perturber, check_fits, create_random_direction,
+from net_plotter import (DirectionError, Directions, DirectionSpec, Perturber, create_random_direction,
                          create_target_direction, direction_generator, load_directions, make_directions,
                          normalize_direction_, save_directions, setup_directions)
 from param_vector import ParamVector

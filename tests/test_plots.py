@@ -3,12 +3,11 @@ blank, orientation of non-square grids, one-line errors."""
 
 from __future__ import annotations
 
-import h5py
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from conftest import run_command
+from conftest import run_command, write_original_surface
 from plot_2D import plot_2d_contour
 from surface_file import Axis, Grid, Provenance, SurfaceFile, SurfaceJob, read_surface
 
@@ -46,10 +45,7 @@ def test_plot_2d_reads_the_original_layout_and_refuses_1d(tmp_path):
     orig = tmp_path / "orig.h5"
     x = np.linspace(-1, 1, 11)
     X, Y = np.meshgrid(x, x)
-    with h5py.File(orig, "w") as f:
-        f["dir_file"] = "d.h5"
-        f["xcoordinates"], f["ycoordinates"] = x, x
-        f["train_loss"], f["train_acc"] = X ** 2 + Y ** 2 + 0.2, np.full((11, 11), 50.0)
+    write_original_surface(orig, x, x, train_loss=X ** 2 + Y ** 2 + 0.2, train_acc=np.full((11, 11), 50.0))
     run_command("plot_2D.py", "--surf_file", str(orig), "--format", "png", cwd=tmp_path)
     assert (tmp_path / "orig_train_loss_2dcontour.png").exists()
     one = tmp_path / "one.h5"

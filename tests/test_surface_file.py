@@ -120,3 +120,14 @@ def test_reads_a_file_in_the_original_layout(tmp_path):
     s = read_surface(str(path))
     assert s.original_layout and s.ndim == 2 and s.attrs["dir_file"] == "model.t7_weights.h5"
     np.testing.assert_array_equal(s.values["train_loss"], X ** 2 + Y ** 2)
+
+
+def test_original_minus_one_reads_as_not_computed(tmp_path):
+    path = tmp_path / "orig_partial.h5"
+    with h5py.File(path, "w") as f:
+        f["xcoordinates"] = np.linspace(-1, 1, 4)
+        f["train_loss"] = np.array([0.5, -1, 0.2, -1])
+        f["train_acc"] = np.array([90.0, -1, 95, -1])
+    s = read_surface(str(path))
+    np.testing.assert_array_equal(np.isnan(s.values["train_loss"]), [False, True, False, True])
+    assert s.values["train_acc"][2] == 95

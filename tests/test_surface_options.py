@@ -9,7 +9,6 @@ import torch
 
 import embedded
 from conftest import run_command
-from data import load_dataset
 from evaluation import DeviceSplit, evaluate, recalibrate_bn
 from models import load_model
 from surface_file import read_surface
