@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+import argtypes
 from data import DataError
 from evaluation import LOSSES, PRECISIONS, EvaluationError
 from models import ModelError
@@ -22,14 +23,6 @@ from scheduler import PeerFailed, RunInterrupted
 from surface_file import Axis, SurfaceError
 
 USER_ERRORS = (DataError, ModelError, DirectionError, SurfaceError, EvaluationError, OSError)
-
-
-def axis_type(text: str) -> Axis:
-    """argparse type for ``MIN:MAX:NUM``."""
-    try:
-        return Axis.parse(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _norm_type(text: str) -> str:
@@ -44,23 +37,6 @@ def _ignore_type(text: str) -> str:
     value = "" if text.lower() == "none" else text
     if value not in IGNORES:
         raise argparse.ArgumentTypeError(f"unknown ignore {text!r}: expected biasbn or none")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def _pos_int(text: str) -> int:
-    value = _nonneg_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
 
 
@@ -92,8 +68,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="cifar10, digits or pkg.module:factory; default: the model's own dataset")
     g.add_argument("--datapath", default="cifar10/data", help="folder holding cifar-10-batches-py")
     g.add_argument("--raw_data", action="store_true", help="do not normalize the images (default: normalize)")
-    g.add_argument("--data_split", type=_pos_int, default=1, help="split each evaluation set into K parts")
-    g.add_argument("--split_idx", type=_nonneg_int, default=0, help="evaluate part i of --data_split")
+    g.add_argument("--data_split", type=argtypes.pos_int, default=1, help="split each evaluation set into K parts")
+    g.add_argument("--split_idx", type=argtypes.nonneg_int, default=0, help="evaluate part i of --data_split")
     g.add_argument("--eval_on", default="train", choices=("train", "test", "both"),
                    help="which set(s) to evaluate at every point")
     g.add_argument("--trainloader", default=None, help=argparse.SUPPRESS)
@@ -111,31 +87,31 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="biasbn: zero the biases and BN parameters of x; none: move them too")
     g.add_argument("--yignore", type=_ignore_type, default=None, help="as --xignore for y; default: as --xignore")
     g.add_argument("--same_dir", action="store_true", help="y is the same direction as x (default: off)")
-    g.add_argument("--seed", type=_nonneg_int, default=123, help="seed of the random directions")
-    g.add_argument("--idx", type=_nonneg_int, default=0, help="index of the random direction pair (different "
+    g.add_argument("--seed", type=argtypes.nonneg_int, default=123, help="seed of the random directions")
+    g.add_argument("--idx", type=argtypes.nonneg_int, default=0, help="index of the random direction pair (different "
                                                               "idx, different directions)")
 
     g = p.add_argument_group("grid")
-    g.add_argument("--x", type=axis_type, default=Axis(-1.0, 1.0, 51), help="x coordinates MIN:MAX:NUM")
-    g.add_argument("--y", type=axis_type, default=None, help="y coordinates MIN:MAX:NUM (default: none, a 1D surface)")
+    g.add_argument("--x", type=argtypes.axis, default=Axis(-1.0, 1.0, 51), help="x coordinates MIN:MAX:NUM")
+    g.add_argument("--y", type=argtypes.axis, default=None, help="y coordinates MIN:MAX:NUM (default: none, a 1D surface)")
     g.add_argument("--surf_file", default=None, help="surface file to create or resume; default: named after "
                                                      "the direction file and grid")
 
     g = p.add_argument_group("compute")
     g.add_argument("--mpi", action="store_true", help="run across the ranks of mpirun/srun (needs mpi4py; default: serial)")
     g.add_argument("--cuda", action="store_true", help="evaluate on the GPU of this rank's local rank (default: CPU)")
-    g.add_argument("--batch_size", type=_pos_int, default=None,
+    g.add_argument("--batch_size", type=argtypes.pos_int, default=None,
                    help="images per forward pass; default: 128 on CPU, 1024 on GPU")
     g.add_argument("--loss_name", default="crossentropy", choices=LOSSES,
                    help="crossentropy, or mse on softmax outputs against one-hot targets (the original's)")
     g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (strict), tf32 or bf16")
-    g.add_argument("--bn_recalibrate", type=_nonneg_int, default=0,
+    g.add_argument("--bn_recalibrate", type=argtypes.nonneg_int, default=0,
                    help="re-estimate BN statistics at each point from N training batches (0: off)")
     g.add_argument("--channels_last", default="auto", choices=("auto", "on", "off"),
                    help="NHWC memory format for image models (auto: on)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model; pays off on large grids (default: off)")
     g.add_argument("--flush_every", type=float, default=5.0, help="seconds between crash-safe writes")
-    g.add_argument("--chunk_size", type=_pos_int, default=None, help="points per scheduling message; default: "
+    g.add_argument("--chunk_size", type=argtypes.pos_int, default=None, help="points per scheduling message; default: "
                                                                      "about 8 chunks per rank, at most 16")
     g.add_argument("--threads", type=int, default=None, help="accepted for compatibility and ignored: data are "
                                                              "tensors, no loader workers")

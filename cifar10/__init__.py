@@ -1,1 +1,1 @@
-"""CIFAR-10 models (with a registry), data and, later, training, as in the original tool."""
+"""CIFAR-10 models (with a registry), data and training (train.py; the command main.py), as in the original tool."""
