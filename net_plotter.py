@@ -400,30 +400,40 @@ def setup_directions(path: str, model: torch.nn.Module, spec: DirectionSpec, *,
             (a default-named file next to a retrained model); else only warn.
         log: where notes go.
     """
-    weights = ParamVector.from_model(model, spec.dir_type)
     if os.path.exists(path):
-        d = load_directions(path)
-        check_fits(d, weights, where=f"direction file {path}")
-        if spec.two_d and d.y is None:
-            raise DirectionError(f"direction file {path} holds only an x direction but a 2D surface (--y) was "
-                                 f"asked for; give another --dir_file or drop --y")
-        if not spec.two_d and d.y is not None:
-            log(f"note: {path} holds x and y directions; a 1D surface uses x only")
-            d = Directions(d.x, None, d.spec)
-        if d.spec.model_sha256 and spec.model_sha256 and d.spec.model_sha256 != spec.model_sha256:
-            msg = (f"direction file {path} was made for a different checkpoint (sha256 "
-                   f"{d.spec.model_sha256[:12]} versus {spec.model_sha256[:12]} now)")
-            if strict_model:
-                raise DirectionError(msg + "; delete it or name it with --dir_file to use it anyway")
-            log("warning: " + msg)
-        if d.spec.dir_type != spec.dir_type and d.spec.kind != "file":
-            raise DirectionError(f"direction file {path} holds {d.spec.dir_type} directions but --dir_type is "
-                                 f"{spec.dir_type}")
-        if d.spec.kind == "file":
-            d = Directions(d.x, d.y, dataclasses.replace(d.spec, dir_type=spec.dir_type, two_d=spec.two_d))
+        d = open_directions(path, model, spec, strict_model=strict_model, log=log)
         log(f"using directions from {path}")
         return d
     d = make_directions(model, spec, model2=model2, model3=model3)
     save_directions(path, d)
     log(f"wrote directions to {path}")
+    return d
+
+
+def open_directions(path: str, model: torch.nn.Module, spec: DirectionSpec, *, strict_model: bool = True,
+                    log=print) -> Directions:
+    """Reads an existing direction file for `model` and the request `spec`, with every check of
+    `setup_directions`: it fits the model, has a y direction for a 2D surface, matches the dir_type, and (with
+    `strict_model`) was made for this checkpoint. A 1D request uses x only; a file of the original tool takes
+    the requested dir_type."""
+    weights = ParamVector.from_model(model, spec.dir_type)
+    d = load_directions(path)
+    check_fits(d, weights, where=f"direction file {path}")
+    if spec.two_d and d.y is None:
+        raise DirectionError(f"direction file {path} holds only an x direction but a 2D surface (--y) was "
+                             f"asked for; give another --dir_file or drop --y")
+    if not spec.two_d and d.y is not None:
+        log(f"note: {path} holds x and y directions; a 1D surface uses x only")
+        d = Directions(d.x, None, d.spec)
+    if d.spec.model_sha256 and spec.model_sha256 and d.spec.model_sha256 != spec.model_sha256:
+        msg = (f"direction file {path} was made for a different checkpoint (sha256 "
+               f"{d.spec.model_sha256[:12]} versus {spec.model_sha256[:12]} now)")
+        if strict_model:
+            raise DirectionError(msg + "; delete it or name it with --dir_file to use it anyway")
+        log("warning: " + msg)
+    if d.spec.dir_type != spec.dir_type and d.spec.kind != "file":
+        raise DirectionError(f"direction file {path} holds {d.spec.dir_type} directions but --dir_type is "
+                             f"{spec.dir_type}")
+    if d.spec.kind == "file":
+        d = Directions(d.x, d.y, dataclasses.replace(d.spec, dir_type=spec.dir_type, two_d=spec.two_d))
     return d

@@ -19,8 +19,7 @@ import models
 from data import DataError, EvalData, load_dataset, take_part
 from evaluation import pick_device
 from landscape import EvalSettings, compute_surface
-from net_plotter import DirectionSpec, Directions, check_fits, default_dir_file, load_directions, setup_directions
-from param_vector import ParamVector
+from net_plotter import DirectionSpec, Directions, default_dir_file, open_directions, setup_directions
 from scheduler import everywhere, root_first
 from surface_file import Axis, Grid, Surface
 
@@ -193,21 +192,12 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
         return d
 
     root_dirs = root_first(comm, _make_dirs)  # rank 0 writes the file, then the others read it
-    directions = everywhere(comm, lambda: root_dirs if rank == 0 else _reload_directions(dir_file, model, spec))
+    directions = everywhere(comm, lambda: root_dirs if rank == 0 else open_directions(
+        dir_file, model, spec, strict_model=req.dir_file is None, log=log))
 
     grid = Grid(req.x, req.y)
     surf_file = req.surf_file or default_surf_file(dir_file, dataset, grid, req)
     return PreparedJob(req, device, data, model, model_file, model_sha, directions, dir_file, grid, surf_file)
-
-
-def _reload_directions(path: str, model: torch.nn.Module, spec: DirectionSpec) -> Directions:
-    d = load_directions(path)
-    check_fits(d, ParamVector.from_model(model, spec.dir_type), where=f"direction file {path}")
-    if spec.two_d is False:
-        d = Directions(d.x, None, d.spec)
-    if d.spec.kind == "file":
-        d = Directions(d.x, d.y, replace(d.spec, dir_type=spec.dir_type, two_d=spec.two_d))
-    return d
 
 
 def run(job: PreparedJob, *, comm: Any = None, progress: bool = True,
