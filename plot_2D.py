@@ -103,9 +103,22 @@ def _band_levels(levels: np.ndarray, z: np.ma.MaskedArray) -> np.ndarray:
     return out if len(out) >= 2 else np.array([levels[0], levels[0] + 1.0])
 
 
+def read_projection_epochs(path: str) -> Optional[list[int]]:
+    """The epochs of a projection file's checkpoints (its ``epochs`` attribute), or None (the original's files)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return [int(e) for e in f.attrs["epochs"]] if "epochs" in f.attrs else None
+    except OSError as e:
+        raise SurfaceError(f"cannot read projection file {path}: {e}") from None
+
+
 def _draw_trajectory(ax, trajectory) -> None:
+    """The path with a marker per checkpoint, start (square) and end (star) marked, and, when the epochs are
+    known (a third element), epoch labels on points at least trajectory_plot.MIN_LABEL_SPACING apart."""
     if trajectory is not None:
-        ax.plot(trajectory[0], trajectory[1], "r-o", ms=3, lw=1, label="trajectory", zorder=4)
+        from trajectory_plot import draw_path
+        draw_path(ax, np.asarray(trajectory[0]), np.asarray(trajectory[1]),
+                  trajectory[2] if len(trajectory) > 2 else None, color="tab:red", label="trajectory")
 
 
 def _draw_critical(ax, critical: Sequence[dict], z_of=None) -> None:
@@ -165,8 +178,8 @@ def figure_2d(kind: str, x: np.ndarray, y: np.ndarray, z: np.ndarray, *, levels:
         x, y, z: coordinates and the values to draw, z[j, i] at (x[i], y[j]); NaN and inf are gaps.
         levels: increasing contour levels; they also set the colour scale of "filled" and "heatmap".
         name: what z is, for the title and colour bar. labels: axis labels.
-        trajectory: (xs, ys) drawn on the 2D kinds; critical: points from surface_stats.critical_points,
-            marked on "contour" and "3d".
+        trajectory: (xs, ys) or (xs, ys, epochs) drawn on the 2D kinds, epochs labelling some points;
+            critical: points from surface_stats.critical_points, marked on "contour" and "3d".
 
     Example:
         >>> g = np.linspace(-1, 1, 11)
@@ -337,7 +350,7 @@ def main(args: argparse.Namespace) -> int:
             raise SurfaceError(f"--radii must be >= 0, got {' '.join(map(str, args.radii))}")
         surface = read_surface(args.surf_file)
         z = surface_values(surface, args.surf_name)
-        traj = read_projection(args.proj_file) if args.proj_file else None
+        traj = (*read_projection(args.proj_file), read_projection_epochs(args.proj_file)) if args.proj_file else None
         labels = read_axis_labels(args.dir_file) if args.dir_file else ("x", "y")
         prefix = args.prefix or os.path.splitext(surface.path)[0]
         base = f"{prefix}_{args.surf_name}"

@@ -210,7 +210,7 @@ def pca_from_gram(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, fl
 
 
 def pca_directions(model_name: str, checkpoints: Sequence[Checkpoint], *, dir_type: str = "weights",
-                   ignore: str = "biasbn", max_block_bytes: int = 1 << 30,
+                   ignore: str = "biasbn", max_block_bytes: int = 1 << 30, final: Optional[Checkpoint] = None,
                    log: Callable[..., None] = print) -> PCAResult:
     """The two principal directions of the path, as sklearn's PCA(2) of the rows d_k = w_k - w_final.
 
@@ -220,6 +220,8 @@ def pca_directions(model_name: str, checkpoints: Sequence[Checkpoint], *, dir_ty
         dir_type: ``weights`` (parameters) or ``states`` (the full state dict).
         ignore: ``biasbn`` zeroes tensors with dim <= 1, ``""`` keeps them.
         max_block_bytes: at most this many bytes of float32 differences are held at once.
+        final: the model the differences are taken to (default: the last checkpoint). Several runs share one
+            basis when `checkpoints` holds all their checkpoints and `final` is one run's final model.
 
     Returns:
         A `PCAResult`; its directions are float32 unit vectors (to float32 rounding) in the model's tensor
@@ -234,7 +236,7 @@ def pca_directions(model_name: str, checkpoints: Sequence[Checkpoint], *, dir_ty
         raise TrajectoryError(f"PCA needs at least {MIN_CHECKPOINTS} checkpoints (two components of the path), "
                               f"found {len(checkpoints)}")
     reader = _Reader(model_name, dir_type, ignore)
-    final_ckpt, rows = checkpoints[-1], list(checkpoints)  # the final row is zero, as in the original
+    final_ckpt, rows = final or checkpoints[-1], list(checkpoints)  # the final row is zero, as in the original
     final = reader.read(final_ckpt.path)
     log(f"PCA of {len(rows)} differences to epoch {final_ckpt.epoch}, {reader.numel:,} entries each")
     g = gram_matrix(reader, rows, final, max_block_bytes=max_block_bytes)
