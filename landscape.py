@@ -33,7 +33,7 @@ from net_plotter import Directions, Perturber
 from scheduler import root_first, run_tasks
 from surface_file import Axis, Grid, Provenance, Surface, SurfaceFile, SurfaceJob, read_surface
 
-__all__ = ["EvalSettings", "PointEvaluator", "compute_surface", "Axis", "Grid"]
+__all__ = ["EvalSettings", "PointEvaluator", "compute_surface", "fill_surface", "Axis", "Grid"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,6 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
     if grid.ndim != directions.ndim:
         raise ValueError(f"a {grid.ndim}D grid needs {grid.ndim} direction(s), got {directions.ndim}")
     device = torch.device(device)
-    rank = 0 if comm is None else comm.Get_rank()
     world = 1 if comm is None else comm.Get_size()
     bad = [g for g in settings.eval_on if g not in ("train", "test")]
     if bad or not settings.eval_on:
@@ -148,19 +147,35 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
                      loss_name=settings.loss_name, precision=settings.precision,
                      bn_recalibrate=settings.bn_recalibrate)
     evaluator = PointEvaluator(model, data, directions, directions.spec.dir_type, grid, settings, device)
+    prov = Provenance(dir_file=dir_file, model_file=model_file, world_size=world, batch_size=evaluator.batch_size,
+                      device=str(device), extra={f"data.{k}": v for k, v in data.info.items()})
+    return fill_surface(evaluator, job, settings.eval_on, surf_file, provenance=prov, comm=comm,
+                        flush_every=flush_every, chunk_size=chunk_size, progress=progress)
 
-    def _open():
-        prov = Provenance(dir_file=dir_file, model_file=model_file, world_size=world,
-                          batch_size=evaluator.batch_size, device=str(device),
-                          extra={f"data.{k}": v for k, v in data.info.items()})
-        return SurfaceFile.open(surf_file, job, settings.eval_on, prov)
 
-    surf = root_first(comm, _open)
+def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str], surf_file: str, *, provenance: Provenance,
+                 comm: Any = None, flush_every: float = 5.0, chunk_size: Optional[int] = None,
+                 progress: Optional[Callable[[int, int], Callable[[int], None]]] = None) -> Optional[Surface]:
+    """Opens (or resumes) `surf_file` for `job` on rank 0 and has all ranks evaluate its missing points.
+
+    Args:
+        evaluator: a callable chunk -> results, as `PointEvaluator`, with a ``restore()`` method that puts
+            the centre model back.
+        job: what the file holds (a reopened file must match it).
+        groups: the value groups to fill (``train``, ``test``, ``eig``; see `surface_file.GROUP_DATASETS`).
+        surf_file, comm, flush_every, chunk_size, progress: as in `compute_surface`.
+        provenance: recorded in the file.
+
+    Returns:
+        The surface read back (rank 0), or None on the other ranks.
+    """
+    rank = 0 if comm is None else comm.Get_rank()
+    surf = root_first(comm, lambda: SurfaceFile.open(surf_file, job, groups, provenance))
     try:
-        tasks = surf.pending(settings.eval_on) if rank == 0 else None
+        tasks = surf.pending(groups) if rank == 0 else None
         callback = None
         if rank == 0 and progress is not None:
-            callback = progress(grid.size - len(tasks), grid.size)
+            callback = progress(job.grid.size - len(tasks), job.grid.size)
         run_tasks(tasks, evaluator, surf, comm=comm, chunk_size=chunk_size, flush_every=flush_every,
                   progress=callback)
     finally:

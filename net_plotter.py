@@ -37,7 +37,11 @@ class DirectionSpec:
     """How a pair of directions was made; recorded in the direction file.
 
     ``kind`` is ``random`` (Gaussian, normalized), ``target`` (model2 - model [, model3 - model]),
-    or ``file`` (read from a file that recorded nothing, such as one the original tool wrote).
+    ``hessian`` (the top Hessian eigenvectors of the centre model), ``adam`` (Adam's moments m and v) or
+    ``adam-adameq`` (Adam's update direction m / (sqrt(v) + eps), stepped by LLA's k = x / sqrt(y)), ``pca``
+    (a training path's principal components), or ``file`` (read from a file that recorded nothing, such as
+    one the original tool wrote). ``details`` is a JSON object with what a kind needs beyond the common
+    fields (the Hessian's settings and eigenvalues; the optimizer file, its checksum, mode and eps).
     """
 
     dir_type: str = "weights"
@@ -54,6 +58,10 @@ class DirectionSpec:
     model_sha256: str = ""
     model_file2: str = ""
     model_file3: str = ""
+    details: str = ""
+
+
+ADAMEQ = "adam-adameq"
 
 
 @dataclass
@@ -300,6 +308,8 @@ class Perturber:
         self.base = [live[i].detach().clone() for i in keep]
         dirs = [directions.x] if directions.y is None else [directions.x, directions.y]
         self.dirs = [[vec[i].to(device=live[i].device, dtype=live[i].dtype) for i in keep] for vec in dirs]
+        # adameq surfaces lie on one line: grid point (a, b) is w0 + (a / sqrt(b)) * x (see adam_directions).
+        self._adameq = directions.spec.kind == ADAMEQ and len(self.dirs) == 2
         biggest = max((t.numel() for t in self.targets), default=0)
         self._scratch = {}
         for t in self.targets:  # one scratch buffer per (device, dtype), sized for the largest tensor
@@ -312,6 +322,9 @@ class Perturber:
         """Sets the model to the grid point `coords` = (a,) or (a, b)."""
         if len(coords) != len(self.dirs):
             raise ValueError(f"{len(coords)} coordinates for {len(self.dirs)} directions")
+        if self._adameq:
+            from adam_directions import adameq_coords
+            coords = adameq_coords(*coords)
         if len(coords) == 1:
             (a,) = coords
             for t, w0, dx in zip(self.targets, self.base, self.dirs[0]):
@@ -344,6 +357,16 @@ def default_dir_file(spec: DirectionSpec) -> str:
         parts = [spec.dir_type, "to-" + os.path.basename(spec.model_file2)]
         if spec.model_file3:
             parts.append("to-" + os.path.basename(spec.model_file3))
+    elif spec.kind == "hessian":
+        d = json.loads(spec.details or "{}")
+        parts = [spec.dir_type, "hessian", d.get("eig_on", "train"),
+                 "dim2plus" if d.get("params") == "dim>1" else "all", spec.xnorm or "nonorm", spec.xignore or "all"]
+    elif spec.kind in ("adam", ADAMEQ):
+        d = json.loads(spec.details or "{}")
+        parts = [spec.dir_type, "adameq" if spec.kind == ADAMEQ else "adam",
+                 os.path.basename(d.get("opt_file", "")), spec.xnorm or "nonorm", spec.xignore or "all"]
+        if d.get("eps") is not None:
+            parts.append(f"eps{d['eps']:g}")
     else:
         parts = [spec.dir_type, spec.xnorm or "nonorm", spec.xignore or "all"]
         y = (spec.ynorm if spec.ynorm is not None else spec.xnorm, spec.yignore if spec.yignore is not None
@@ -361,9 +384,14 @@ def default_dir_file(spec: DirectionSpec) -> str:
 
 
 def make_directions(model: torch.nn.Module, spec: DirectionSpec, *, model2: Optional[torch.nn.Module] = None,
-                    model3: Optional[torch.nn.Module] = None) -> Directions:
-    """New directions for `model` as `spec` says: random ones from (seed, idx), or model2 - model
-    (and model3 - model); y equals x with ``same_dir``."""
+                    model3: Optional[torch.nn.Module] = None, hessian_data=None) -> Directions:
+    """New directions for `model` as `spec` says: random ones from (seed, idx), model2 - model
+    (and model3 - model), the top Hessian eigenvectors (on `hessian_data`, a `evaluation.DeviceSplit`) or
+    an Adam state's moments; y equals x with ``same_dir``."""
+    if spec.kind == "hessian":
+        return hessian_directions(model, spec, hessian_data)
+    if spec.kind in ("adam", ADAMEQ):
+        return _adam_directions(model, spec)
     weights = ParamVector.from_model(model, spec.dir_type).to("cpu")
     g = direction_generator(spec.seed, spec.idx)
     if spec.kind == "target":
@@ -386,9 +414,65 @@ def make_directions(model: torch.nn.Module, spec: DirectionSpec, *, model2: Opti
     return Directions(x, y, spec)
 
 
+def hessian_directions(model: torch.nn.Module, spec: DirectionSpec, data) -> Directions:
+    """x (and y) = the eigenvectors of the largest Hessian eigenvalues of the mean loss of `model` on `data`.
+
+    ``spec.details`` gives ``params`` (all or dim>1), ``tol``, ``seed`` and ``loss_name``; parameters outside
+    the filter get 0. The unit eigenvectors are then normalized as ``xnorm``/``xignore`` say (filter
+    normalization gives them the scale of random directions; ``none`` keeps them unit), and the eigenvalues
+    and solver residuals are added to the returned spec's details. The sign of an eigenvector is arbitrary;
+    the solver fixes it so that its largest entry is positive.
+    """
+    from curvature import HessianOperator, top_eigenpairs
+
+    if spec.dir_type != "weights":
+        raise DirectionError("Hessian directions are parameter vectors: use --dir_type weights")
+    if data is None:
+        raise DirectionError("Hessian directions need evaluation data")
+    d = json.loads(spec.details or "{}")
+    op = HessianOperator(model, data, loss_name=d.get("loss_name", "crossentropy"), params=d.get("params", "all"),
+                         batch_size=d.get("batch_size"))
+    k = 2 if spec.two_d and not spec.same_dir else 1
+    res = top_eigenpairs(op, k=k, tol=float(d.get("tol", 1e-4)), seed=int(d.get("seed", 0)))
+    weights = ParamVector.from_model(model, "weights").to("cpu", torch.float32)
+    index = {n: i for i, n in enumerate(weights.names)}
+    vecs = []
+    for row in res.vectors:
+        tensors = [torch.zeros_like(t) for t in weights]
+        for name, part in zip(op.param_names, op.unflatten(torch.from_numpy(row))):
+            tensors[index[name]] = part.detach().to("cpu", torch.float32).reshape(weights[index[name]].shape)
+        v = ParamVector(weights.names, tensors)
+        if spec.xnorm or spec.xignore:
+            normalize_direction_(v, weights, norm=spec.xnorm, ignore=spec.xignore)
+        vecs.append(v)
+    d.update(eigenvalues=[float(x) for x in res.values], residuals=[float(x) for x in res.residuals],
+             matvecs=int(res.matvecs))
+    out = dataclasses.replace(spec, details=json.dumps(d, sort_keys=True))
+    y = (vecs[0].clone() if spec.same_dir else vecs[1]) if spec.two_d else None
+    return Directions(vecs[0], y, out)
+
+
+def _adam_directions(model: torch.nn.Module, spec: DirectionSpec) -> Directions:
+    from adam_directions import AdamDirectionError, adam_directions, adam_record, read_adam_state
+
+    if spec.dir_type != "weights":
+        raise DirectionError("Adam directions are parameter vectors: use --dir_type weights")
+    d = json.loads(spec.details or "{}")
+    mode = "adameq" if spec.kind == ADAMEQ else "add"
+    try:
+        state = read_adam_state(d["opt_file"], model)
+        dirs = adam_directions(model, d["opt_file"], mode=mode, norm=spec.xnorm, ignore=spec.xignore,
+                               eps=d.get("eps"), state=state)
+    except AdamDirectionError as e:
+        raise DirectionError(str(e)) from None
+    d.update(adam_record(state, mode=mode, eps=d.get("eps"), opt_sha256=d.get("opt_sha256", "")))
+    out = dataclasses.replace(spec, details=json.dumps(d, sort_keys=True))
+    return Directions(dirs.x, dirs.y if spec.two_d else None, out)
+
+
 def setup_directions(path: str, model: torch.nn.Module, spec: DirectionSpec, *,
                      model2: Optional[torch.nn.Module] = None, model3: Optional[torch.nn.Module] = None,
-                     strict_model: bool = True, log=print) -> Directions:
+                     hessian_data=None, strict_model: bool = True, log=print) -> Directions:
     """Reuses the direction file at `path` when it exists (checking that it fits), else makes and saves one.
 
     Args:
@@ -404,7 +488,7 @@ def setup_directions(path: str, model: torch.nn.Module, spec: DirectionSpec, *,
         d = open_directions(path, model, spec, strict_model=strict_model, log=log)
         log(f"using directions from {path}")
         return d
-    d = make_directions(model, spec, model2=model2, model3=model3)
+    d = make_directions(model, spec, model2=model2, model3=model3, hessian_data=hessian_data)
     save_directions(path, d)
     log(f"wrote directions to {path}")
     return d

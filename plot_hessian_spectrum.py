@@ -44,13 +44,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
     g = p.add_argument_group("Hessian")
     g.add_argument("--loss_name", default="crossentropy", choices=LOSSES, help="loss (default: crossentropy)")
-    g.add_argument("--params", default="all", choices=PARAM_FILTERS,
+    g.add_argument("--params", "--hessian_params", dest="params", default="all", choices=PARAM_FILTERS,
                    help="all parameters, or dim>1: conv/linear weights only, as the original (default: all)")
     g.add_argument("--batch_size", type=argtypes.pos_int, default=None,
                    help="samples per pass; memory only, not the result (default: 128 on CPU, 1024 on GPU)")
     g.add_argument("--cuda", action="store_true", help="compute on the GPU (default: CPU)")
     g.add_argument("--top_k", type=argtypes.pos_int, default=2, help="largest eigenpairs to compute (default: 2)")
-    g.add_argument("--tol", type=float, default=1e-4, help="relative tolerance of the eigensolvers (default: 1e-4)")
+    g.add_argument("--tol", "--hessian_tol", dest="tol", type=float, default=1e-4,
+                   help="relative tolerance of the eigensolvers (default: 1e-4)")
     g.add_argument("--maxiter", type=argtypes.pos_int, default=None,
                    help="most Hessian-vector products per eigensolver (default: the solver's own)")
     g.add_argument("--trace_samples", type=argtypes.pos_int, default=100, help="Hutchinson probes (default: 100)")

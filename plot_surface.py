@@ -23,6 +23,7 @@ from scheduler import PeerFailed, RunInterrupted
 from surface_file import Axis, SurfaceError
 
 USER_ERRORS = (DataError, ModelError, DirectionError, SurfaceError, EvaluationError, OSError)
+# CurvatureError (Hessian axes and maps) is added where curvature is imported, in `execute`.
 
 
 def _norm_type(text: str) -> str:
@@ -91,6 +92,23 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--idx", type=argtypes.nonneg_int, default=0, help="index of the random direction pair (different "
                                                               "idx, different directions)")
 
+    g = p.add_argument_group("Hessian and Adam axes (doc/curvature.md)")
+    g.add_argument("--axes", default="random", choices=("random", "hessian", "adam"),
+                   help="random: Gaussian directions; hessian: the top two Hessian eigenvectors of the model "
+                        "(train set); adam: Adam's moments m and v from --opt_file. --xnorm/--xignore apply to all")
+    g.add_argument("--hessian_params", default="all", choices=("all", "dim>1"),
+                   help="parameters of the Hessian (axes and eigenvalue maps): all, or dim>1 (conv and linear "
+                        "weights only, as the original)")
+    g.add_argument("--hessian_tol", type=float, default=1e-4, help="relative tolerance of the eigensolver")
+    g.add_argument("--hessian_seed", type=argtypes.nonneg_int, default=0, help="seed of the eigensolver's start vector")
+    g.add_argument("--opt_file", default=None, help="Adam state for --axes adam (default: opt_state_E.t7 beside "
+                                                    "model_E.t7)")
+    g.add_argument("--adam_mode", default="add", choices=("add", "adameq"),
+                   help="add: w0 + x*m + y*v; adameq: w0 + (x / sqrt(y)) * m / (sqrt(v) + eps), Adam's update "
+                        "direction (LLA's), needs --y > 0")
+    g.add_argument("--adam_eps", type=float, default=None,
+                   help="eps of adameq (default: the optimizer's own; LLA uses 1e-6)")
+
     g = p.add_argument_group("grid")
     g.add_argument("--x", type=argtypes.axis, default=Axis(-1.0, 1.0, 51), help="x coordinates MIN:MAX:NUM")
     g.add_argument("--y", type=argtypes.axis, default=None, help="y coordinates MIN:MAX:NUM (default: none, a 1D surface)")
@@ -146,6 +164,19 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         parser.error("--model_file3 gives a y direction: add --y MIN:MAX:NUM")
     if args.same_dir and args.y is None:
         parser.error("--same_dir needs a 2D grid: add --y MIN:MAX:NUM")
+    if args.axes != "random" and args.model_file2:
+        parser.error(f"--axes {args.axes} and --model_file2 both choose the directions: give one")
+    if args.axes != "random" and args.dir_type != "weights":
+        parser.error(f"--axes {args.axes} gives parameter directions: use --dir_type weights")
+    if args.axes == "adam" and args.adam_mode == "adameq":
+        if args.y is None:
+            parser.error("--adam_mode adameq needs a 2D grid: x is the step, y the second-moment scale (--y > 0)")
+        if not args.y.min > 0:
+            parser.error(f"--adam_mode adameq steps by x / sqrt(y): --y must be > 0, got {args.y}")
+    if not args.hessian_tol > 0:
+        parser.error(f"--hessian_tol must be > 0, got {args.hessian_tol}")
+    if args.adam_eps is not None and not args.adam_eps >= 0:
+        parser.error(f"--adam_eps must be >= 0, got {args.adam_eps}")
     if not args.flush_every > 0:
         parser.error(f"--flush_every must be > 0 seconds, got {args.flush_every}")
 
@@ -156,20 +187,10 @@ def _join(folder: str, path: str | None) -> str | None:
     return os.path.join(folder, path)
 
 
-def main(args: argparse.Namespace) -> int:
-    # Imported here so that --help and argument errors answer at once.
-    from scheduler import abort, install_interrupt_handlers, setup_mpi
-    from surface_job import SurfaceRequest, prepare, run
-
-    comm = setup_mpi(args.mpi)
-    rank = 0 if comm is None else comm.Get_rank()
-    install_interrupt_handlers(rank == 0)
-    log = print if rank == 0 else (lambda *a, **k: None)
-    if comm is not None and not args.cuda:
-        import torch
-        from evaluation import cpu_threads_per_rank
-        torch.set_num_threads(cpu_threads_per_rank())
-    request = SurfaceRequest(
+def request_from_args(args: argparse.Namespace, **overrides):
+    """The `surface_job.SurfaceRequest` this command's arguments ask for (shared with plot_hessian_eigen.py)."""
+    from surface_job import SurfaceRequest
+    fields = dict(
         model=args.model, model_file=_join(args.model_folder, args.model_file),
         model_file2=_join(args.model_folder, args.model_file2), model_file3=_join(args.model_folder, args.model_file3),
         dataset=args.dataset, datapath=args.datapath, raw_data=args.raw_data, data_split=args.data_split,
@@ -179,10 +200,41 @@ def main(args: argparse.Namespace) -> int:
         surf_file=args.surf_file, cuda=args.cuda, batch_size=args.batch_size, loss_name=args.loss_name,
         precision=args.precision, bn_recalibrate=args.bn_recalibrate,
         channels_last=None if args.channels_last == "auto" else args.channels_last == "on",
-        compile=args.compile, flush_every=args.flush_every, chunk_size=args.chunk_size)
+        compile=args.compile, flush_every=args.flush_every, chunk_size=args.chunk_size, axes=args.axes,
+        hessian_params=args.hessian_params, hessian_tol=args.hessian_tol, hessian_seed=args.hessian_seed,
+        opt_file=_join(args.model_folder, args.opt_file), adam_mode=args.adam_mode, adam_eps=args.adam_eps)
+    fields.update(overrides)
+    return SurfaceRequest(**fields)
+
+
+def execute(args: argparse.Namespace, request, *, eigen=None, plot=None) -> int:
+    """Prepares and runs a surface job on every rank, with one message per failure and resumable interrupts.
+
+    Args:
+        args: this command's arguments (for --mpi, --cuda, --quiet).
+        request: the `SurfaceRequest`.
+        eigen: `hessian_map.EigenSettings` for an eigenvalue map; None for losses.
+        plot: called on rank 0 with the surface when done; returns the files written.
+    """
+    # Imported here so that --help and argument errors answer at once.
+    from scheduler import abort, install_interrupt_handlers, setup_mpi
+    from surface_job import prepare, run
+
+    comm = setup_mpi(args.mpi)
+    rank = 0 if comm is None else comm.Get_rank()
+    install_interrupt_handlers(rank == 0)
+    log = print if rank == 0 else (lambda *a, **k: None)
+    if comm is not None and not args.cuda:
+        import torch
+        from evaluation import cpu_threads_per_rank
+        torch.set_num_threads(cpu_threads_per_rank())
+    errors = USER_ERRORS
+    if eigen is not None or request.axes == "hessian":
+        from curvature import CurvatureError
+        errors = (*USER_ERRORS, CurvatureError)
     try:
         job = prepare(request, comm=comm, log=log)
-    except (PeerFailed, *USER_ERRORS) as e:
+    except (PeerFailed, *errors) as e:
         if rank == 0:  # every rank fails together; one message is enough
             print(f"error: {e}", file=sys.stderr)
         return 1
@@ -191,12 +243,12 @@ def main(args: argparse.Namespace) -> int:
         return 128 + e.signum
     start = time.time()
     try:
-        surface = run(job, comm=comm, progress=not args.quiet, log=log)
+        surface = run(job, comm=comm, progress=not args.quiet, log=log, eigen=eigen)
     except RunInterrupted as e:
         print(f"\n{e}: what was computed is saved in {job.surf_file}; rerun the same command to resume",
               file=sys.stderr)
         abort(comm, 128 + e.signum)
-    except (PeerFailed, *USER_ERRORS) as e:
+    except (PeerFailed, *errors) as e:
         if rank == 0:
             print(f"error: {e}; what was computed is saved in {job.surf_file}", file=sys.stderr)
         abort(comm, 1)
@@ -205,24 +257,32 @@ def main(args: argparse.Namespace) -> int:
     log(f"done in {time.time() - start:.1f} s: {job.surf_file}")
     for line in job.summary(surface):
         log(line)
-    if args.plot:
+    if plot is not None:
         try:
-            if surface.ndim == 1:
-                from plot_1D import plot_1d_loss_err
-                files = plot_1d_loss_err(surface, loss_max=args.loss_max, log=args.log, show=args.show, fmt="png")
-            else:
-                from plot_2D import plot_2d, read_projection
-                traj = read_projection(args.proj_file) if args.proj_file else None
-                files = []
-                for name in sorted(k for k in surface.values if k.endswith("_loss")):
-                    files += plot_2d(surface, surf_name=name, vmin=args.vmin, vmax=args.vmax, vlevel=args.vlevel,
-                                     log=args.log, show=args.show, fmt="png", trajectory=traj)
+            files = plot(surface)
         except SurfaceError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         for f in files:
             log(f"wrote {f}")
     return 0
+
+
+def _plot(args: argparse.Namespace, surface) -> list[str]:
+    if surface.ndim == 1:
+        from plot_1D import plot_1d_loss_err
+        return plot_1d_loss_err(surface, loss_max=args.loss_max, log=args.log, show=args.show, fmt="png")
+    from plot_2D import plot_2d, read_projection
+    traj = read_projection(args.proj_file) if args.proj_file else None
+    files = []
+    for name in sorted(k for k in surface.values if k.endswith("_loss")):
+        files += plot_2d(surface, surf_name=name, vmin=args.vmin, vmax=args.vmax, vlevel=args.vlevel,
+                         log=args.log, show=args.show, fmt="png", trajectory=traj)
+    return files
+
+
+def main(args: argparse.Namespace) -> int:
+    return execute(args, request_from_args(args), plot=(lambda s: _plot(args, s)) if args.plot else None)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ Schema (format_version 1), readable by the original tool's scripts:
   1D: shape (nx,). 2D: shape (ny, nx), **row j, column i holds the value at (x[i], y[j])**, the
   ``np.meshgrid(x, y)`` order, so ``contour(*np.meshgrid(x, y), Z)`` is right for any grid (the
   original declared (nx, ny) and filled in meshgrid order, which scrambled non-square grids).
-- ``train_done``, ``test_done``: uint8 masks, 1 where the point's values are written. There is no
-  sentinel: a loss of 0 or NaN is a real value; unwritten points hold NaN.
+- ``max_eig``, ``min_eig`` (written by ``plot_hessian_eigen.py`` instead of the losses): the largest and
+  smallest eigenvalue of the Hessian of the mean loss at each point; same shapes, float64.
+- ``train_done``, ``test_done``, ``eig_done``: uint8 masks, 1 where the point's values are written. There
+  is no sentinel: a loss of 0 or NaN is a real value; unwritten points hold NaN.
 - ``dir_file``: the direction file's path (scalar string, as in the original).
 - root attributes: ``format``, ``format_version``, the job (grid, direction checksum, model and
   its checksum, dataset and split, loss, precision, BN recalibration) and provenance (code
@@ -21,7 +23,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Iterable, Optional
 
 import h5py
@@ -31,7 +33,10 @@ from version import code_version
 
 FORMAT = "loss-landscape surface"
 FORMAT_VERSION = 1
-GROUPS = ("train", "test")
+# Each group of values is written together and has one done mask, ``<group>_done``.
+GROUP_DATASETS = {"train": ("train_loss", "train_acc"), "test": ("test_loss", "test_acc"),
+                  "eig": ("max_eig", "min_eig")}
+GROUPS = tuple(GROUP_DATASETS)
 
 
 class SurfaceError(ValueError):
@@ -122,6 +127,7 @@ class SurfaceJob:
     loss_name: str = "crossentropy"
     precision: str = "fp32"
     bn_recalibrate: int = 0
+    hessian: str = ""  # eigenvalue maps: how the eigenvalues are computed (set, parameters, tolerance)
 
     def attrs(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "grid"}
@@ -168,7 +174,7 @@ class SurfaceFile:
         self.path = path
         self._f = handle
         self.job = job
-        self._buffer: dict[int, dict[str, tuple[float, float]]] = {}
+        self._buffer: dict[int, dict[str, tuple[float, ...]]] = {}
         self._done = {g: np.asarray(handle[f"{g}_done"][()]).astype(bool) for g in GROUPS if f"{g}_done" in handle}
 
     # -- opening ------------------------------------------------------------------------------------------
@@ -179,7 +185,7 @@ class SurfaceFile:
         groups = list(groups)
         bad = [g for g in groups if g not in GROUPS]
         if bad:
-            raise SurfaceError(f"unknown evaluation set {bad[0]!r}: expected train and/or test")
+            raise SurfaceError(f"unknown value group {bad[0]!r}: expected one of {', '.join(GROUPS)}")
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise SurfaceError(f"cannot write surface file {path}: folder {folder} does not exist")
@@ -234,8 +240,8 @@ class SurfaceFile:
 
     @staticmethod
     def _add_group(f: h5py.File, group: str, grid: Grid) -> None:
-        for q in ("loss", "acc"):
-            f.create_dataset(f"{group}_{q}", data=np.full(grid.shape, np.nan), dtype="f8")
+        for name in GROUP_DATASETS[group]:
+            f.create_dataset(name, data=np.full(grid.shape, np.nan), dtype="f8")
         f.create_dataset(f"{group}_done", data=np.zeros(grid.shape, dtype=np.uint8))
 
     @staticmethod
@@ -246,7 +252,9 @@ class SurfaceFile:
         version = int(f.attrs.get("format_version", -1))
         if version != FORMAT_VERSION:
             raise SurfaceError(f"{path} has format_version {version}; this code writes {FORMAT_VERSION}")
-        found = {k: f.attrs.get(k) for k in job.attrs()}
+        # An attribute added to the job after a file was made reads as its default (files stay resumable).
+        defaults = {f.name: f.default for f in fields(SurfaceJob) if f.default is not MISSING}
+        found = {k: f.attrs.get(k, defaults.get(k)) for k in job.attrs()}
         diffs = _differences(found, job.attrs())
         if diffs:
             raise SurfaceError(f"{path} holds a different job ({'; '.join(diffs)}): use another --surf_file "
@@ -270,8 +278,9 @@ class SurfaceFile:
 
     # -- writing ------------------------------------------------------------------------------------------
 
-    def write(self, flat: int, values: dict[str, tuple[float, float]]) -> None:
-        """Buffers (loss, acc) per group for point `flat`; on disk after the next `flush`."""
+    def write(self, flat: int, values: dict[str, tuple[float, ...]]) -> None:
+        """Buffers the values of each group for point `flat` (``{"train": (loss, acc)}``,
+        ``{"eig": (max_eig, min_eig)}``, in `GROUP_DATASETS` order); on disk after the next `flush`."""
         self._buffer.setdefault(int(flat), {}).update(values)
 
     def flush(self) -> int:
@@ -281,9 +290,9 @@ class SurfaceFile:
         items = sorted(self._buffer.items())
         for flat, values in items:
             idx = self.job.grid.index(flat)
-            for g, (loss, acc) in values.items():
-                self._f[f"{g}_loss"][idx] = loss
-                self._f[f"{g}_acc"][idx] = acc
+            for g, vals in values.items():
+                for name, v in zip(GROUP_DATASETS[g], vals, strict=True):
+                    self._f[name][idx] = v
         self._f.flush()
         for flat, values in items:
             idx = self.job.grid.index(flat)
@@ -344,15 +353,24 @@ def read_surface(path: str) -> Surface:
             y = np.asarray(f["ycoordinates"][()], dtype=float) if "ycoordinates" in f else None
             ours = f.attrs.get("format") == FORMAT
             values = {}
+            group_of = {name: g for g, names in GROUP_DATASETS.items() for name in names}
             for name in f:
                 if name.endswith(("_loss", "_acc", "_eig")) and isinstance(f[name], h5py.Dataset):
                     arr = np.array(f[name][()], dtype=float)
-                    group = name.split("_")[0]
-                    if ours and f"{group}_done" in f:
-                        arr[np.asarray(f[f"{group}_done"][()]) == 0] = np.nan
+                    done = f"{group_of.get(name, name.split('_')[0])}_done"
+                    if ours and done in f:
+                        arr[np.asarray(f[done][()]) == 0] = np.nan
                     elif not ours and name.endswith(("_loss", "_acc")):
                         arr[arr == -1] = np.nan  # the original's "not computed" (no loss or accuracy is -1)
                     values[name] = arr
+            if not ours and "max_eig" in values and "min_eig" in values:
+                unset = values["max_eig"] == -1  # the original's Hessian script starts max_eig at -1
+                values["max_eig"][unset] = np.nan
+                values["min_eig"][unset] = np.nan
+            if "max_eig" in values and "min_eig" in values:
+                # Derived, not stored: the paper's measure of non-convexity, |lambda_min / lambda_max|.
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    values["eig_ratio"] = np.abs(values["min_eig"] / values["max_eig"])
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             if "dir_file" in f:
                 d = f["dir_file"][()]

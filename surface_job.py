@@ -6,6 +6,7 @@ a bad input stops all ranks with one message instead of leaving some waiting.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
@@ -17,9 +18,10 @@ from tqdm import tqdm
 import embedded
 import models
 from data import DataError, EvalData, load_dataset, take_part
-from evaluation import pick_device
+from evaluation import DeviceSplit, pick_device
 from landscape import EvalSettings, compute_surface
-from net_plotter import DirectionSpec, Directions, default_dir_file, open_directions, setup_directions
+from net_plotter import (ADAMEQ, DirectionError, DirectionSpec, Directions, default_dir_file, open_directions,
+                         setup_directions)
 from scheduler import everywhere, root_first
 from surface_file import Axis, Grid, Surface
 
@@ -62,6 +64,14 @@ class SurfaceRequest:
     compile: bool = False
     flush_every: float = 5.0
     chunk_size: Optional[int] = None
+    surf_tag: str = ""  # appended to the default surface file name (e.g. eigenvalue maps)
+    axes: str = "random"  # random, hessian or adam (target axes come from model_file2)
+    hessian_params: str = "all"
+    hessian_tol: float = 1e-4
+    hessian_seed: int = 0
+    opt_file: Optional[str] = None
+    adam_mode: str = "add"
+    adam_eps: Optional[float] = None
 
 
 @dataclass
@@ -89,9 +99,11 @@ class PreparedJob:
     def summary(self, surface: Surface) -> list[str]:
         """Human-readable lines: the centre value and the extremes of each computed loss."""
         lines = []
-        for name in sorted(k for k in surface.values if k.endswith("_loss")):
+        names = sorted(k for k in surface.values if k.endswith("_loss"))
+        names += [k for k in ("max_eig", "min_eig", "eig_ratio") if k in surface.values]
+        for name in names:
             z = surface.values[name]
-            acc = surface.values.get(name.replace("_loss", "_acc"))
+            acc = surface.values.get(name[:-len("_loss")] + "_acc") if name.endswith("_loss") else None
             centre = _centre_index(surface)
             parts = []
             if centre is not None:
@@ -135,7 +147,38 @@ def default_surf_file(dir_file: str, dataset: str, grid: Grid, req: SurfaceReque
         parts.append(f"bn{req.bn_recalibrate}")
     if req.precision != "fp32":
         parts.append(req.precision)
+    if req.surf_tag:
+        parts.append(_sanitize(req.surf_tag))
     return f"{base}.surf-{'-'.join(parts)}.h5"
+
+
+def default_opt_file(model_file: str) -> Optional[str]:
+    """``.../opt_state_E.t7`` beside ``.../model_E.t7`` (training writes both), or None for other names."""
+    folder, name = os.path.split(model_file)
+    return os.path.join(folder, "opt_state_" + name[len("model_"):]) if name.startswith("model_") else None
+
+
+def _axes_kind(req: SurfaceRequest, model_file: str, comm: Any) -> tuple[str, str]:
+    """The DirectionSpec kind and details (JSON) the request's axes ask for."""
+    if req.model_file2:
+        return "target", ""
+    if req.axes == "random":
+        return "random", ""
+    if req.axes == "hessian":
+        return "hessian", json.dumps({"params": req.hessian_params, "tol": req.hessian_tol, "seed": req.hessian_seed,
+                                      "eig_on": "train", "loss_name": req.loss_name}, sort_keys=True)
+    if req.axes == "adam":
+        opt_file = req.opt_file or default_opt_file(model_file)
+        if opt_file is None:
+            raise DirectionError(f"--axes adam: cannot derive the optimizer state from {model_file} (not model_E.t7); "
+                                 f"give --opt_file")
+        if not os.path.isfile(opt_file):
+            raise DirectionError(f"--axes adam: optimizer state {opt_file} not found (training with --optimizer "
+                                 f"adam writes opt_state_E.t7 beside model_E.t7); give --opt_file")
+        sha = root_first(comm, lambda: models.file_sha256(opt_file), share=True)
+        return (ADAMEQ if req.adam_mode == "adameq" else "adam",
+                json.dumps({"opt_file": opt_file, "opt_sha256": sha, "eps": req.adam_eps}, sort_keys=True))
+    raise DirectionError(f"unknown --axes {req.axes!r}: expected random, hessian or adam")
 
 
 def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] = print) -> PreparedJob:
@@ -174,10 +217,11 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
     log(f"model: {req.model} from {model_file} ({info['parameters']:,} parameters)")
 
     two_d = req.y is not None
-    spec = DirectionSpec(dir_type=req.dir_type, kind="target" if req.model_file2 else "random",
-                         xnorm=req.xnorm, xignore=req.xignore, ynorm=req.ynorm, yignore=req.yignore, seed=req.seed,
-                         idx=req.idx, two_d=two_d, same_dir=req.same_dir, model_file=model_file,
-                         model_sha256=model_sha, model_file2=req.model_file2 or "", model_file3=req.model_file3 or "")
+    kind, details = _axes_kind(req, model_file, comm)
+    spec = DirectionSpec(dir_type=req.dir_type, kind=kind, xnorm=req.xnorm, xignore=req.xignore, ynorm=req.ynorm,
+                         yignore=req.yignore, seed=req.seed, idx=req.idx, two_d=two_d, same_dir=req.same_dir,
+                         model_file=model_file, model_sha256=model_sha, model_file2=req.model_file2 or "",
+                         model_file3=req.model_file3 or "", details=details)
     if spec.kind == "target":
         spec = replace(spec, xnorm="", xignore="", ynorm="" if req.model_file3 else req.ynorm,
                        yignore="" if req.model_file3 else req.yignore)
@@ -186,7 +230,15 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
     def _make_dirs() -> Directions:
         m2 = models.load_model(req.model, req.model_file2, data.num_classes) if req.model_file2 else None
         m3 = models.load_model(req.model, req.model_file3, data.num_classes) if req.model_file3 else None
-        d = setup_directions(dir_file, model, spec, model2=m2, model3=m3, strict_model=req.dir_file is None, log=log)
+        hdata = None
+        if spec.kind == "hessian" and not os.path.exists(dir_file):
+            hdata = DeviceSplit.put(data.train.inputs, data.train.targets, device)
+            log(f"computing the top Hessian eigenvectors on {len(data.train)} train examples")
+        d = setup_directions(dir_file, model, spec, model2=m2, model3=m3, hessian_data=hdata,
+                             strict_model=req.dir_file is None, log=log)
+        if d.spec.kind == "hessian":
+            info = json.loads(d.spec.details)
+            log(f"Hessian eigenvalues of the axes: {', '.join(f'{v:.6g}' for v in info.get('eigenvalues', []))}")
         if d.y is not None:
             log(f"cosine similarity of x and y: {d.cosine():.6f}")
         return d
@@ -200,9 +252,13 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
     return PreparedJob(req, device, data, model, model_file, model_sha, directions, dir_file, grid, surf_file)
 
 
-def run(job: PreparedJob, *, comm: Any = None, progress: bool = True,
-        log: Callable[..., None] = print) -> Optional[Surface]:
-    """Computes the job's surface (resuming), with a progress bar on rank 0."""
+def run(job: PreparedJob, *, comm: Any = None, progress: bool = True, log: Callable[..., None] = print,
+        eigen: Any = None) -> Optional[Surface]:
+    """Computes the job's surface (resuming), with a progress bar on rank 0.
+
+    With `eigen` (a `hessian_map.EigenSettings`) the file gets the Hessian's max_eig and min_eig at each
+    point instead of losses.
+    """
     world = 1 if comm is None else comm.Get_size()
     bar_holder = {}
 
@@ -214,13 +270,17 @@ def run(job: PreparedJob, *, comm: Any = None, progress: bool = True,
         bar_holder["bar"] = bar
         return bar.update
 
+    common = dict(model_name=job.request.model, model_sha256=job.model_sha256, model_file=job.model_file,
+                  dir_file=job.dir_file, data_split=job.request.data_split, split_idx=job.request.split_idx,
+                  device=job.device, comm=comm, flush_every=job.request.flush_every,
+                  chunk_size=job.request.chunk_size, progress=_progress)
     try:
-        return compute_surface(job.model, job.data, job.directions, job.grid, job.surf_file,
-                               model_name=job.request.model, model_sha256=job.model_sha256,
-                               model_file=job.model_file, dir_file=job.dir_file, settings=job.settings,
-                               data_split=job.request.data_split, split_idx=job.request.split_idx,
-                               device=job.device, comm=comm, flush_every=job.request.flush_every,
-                               chunk_size=job.request.chunk_size, progress=_progress)
+        if eigen is not None:
+            from hessian_map import compute_eigen_surface
+            return compute_eigen_surface(job.model, job.data, job.directions, job.grid, job.surf_file,
+                                         settings=eigen, **common)
+        return compute_surface(job.model, job.data, job.directions, job.grid, job.surf_file, settings=job.settings,
+                               **common)
     finally:
         if "bar" in bar_holder:
             bar_holder["bar"].close()

@@ -81,3 +81,56 @@ def write_original_surface(path, x, y=None, **datasets) -> None:
             f["ycoordinates"] = y
         for name, value in datasets.items():
             f[name] = value
+
+
+TINY_NET = """
+from torch import nn
+
+def net():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.Tanh(), nn.Linear(6, 10))
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A 460-parameter pkg.module:factory model (``tinynet:net``, in the returned folder), briefly trained on
+    digits, saved as ``tiny.t7`` in that folder; returns (folder, model)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from data import load_dataset
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "tinynet.py").write_text(TINY_NET)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.Tanh(), nn.Linear(6, 10))
+    d = load_dataset("digits")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(30):
+        opt.zero_grad()
+        F.cross_entropy(model(d.train.inputs), d.train.targets).backward()
+        opt.step()
+    torch.save({"state_dict": model.state_dict()}, root / "tiny.t7")
+    return root, model
+
+
+def dense_hessian(model, x, y, params=None):
+    """The Hessian of the mean cross-entropy of `model` on (x, y) in float64, by torch.autograd.functional.hessian
+    (the independent reference); `params` overrides the model's parameters by name."""
+    import torch
+    import torch.nn.functional as F
+
+    params = {k: (params[k] if params and k in params else p).detach().double()
+              for k, p in model.named_parameters()}
+    names = list(params)
+    flat0 = torch.cat([params[k].reshape(-1) for k in names])
+
+    def loss(flat):
+        state, start = {}, 0
+        for k in names:
+            state[k] = flat[start:start + params[k].numel()].view_as(params[k])
+            start += params[k].numel()
+        out = torch.func.functional_call(model, state, (x.double(),))
+        return F.cross_entropy(out, y)
+
+    return torch.autograd.functional.hessian(loss, flat0).numpy()

@@ -10,53 +10,9 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
-from conftest import run_command
+from conftest import dense_hessian, run_command
 from data import load_dataset, take_part
-
-TINY = '''
-from torch import nn
-
-def net():
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.Tanh(), nn.Linear(6, 10))
-'''
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A 460-parameter pkg.module:factory model, briefly trained on digits, and its checkpoint."""
-    root = tmp_path_factory.mktemp("tiny")
-    (root / "tinynet.py").write_text(TINY)
-    torch.manual_seed(0)
-    from torch import nn
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.Tanh(), nn.Linear(6, 10))
-    d = load_dataset("digits")
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(30):
-        opt.zero_grad()
-        F.cross_entropy(model(d.train.inputs), d.train.targets).backward()
-        opt.step()
-    torch.save({"state_dict": model.state_dict()}, root / "tiny.t7")
-    return root, model
-
-
-def dense_hessian(model, x, y):
-    params = {k: p.detach().double() for k, p in model.named_parameters()}
-    names = list(params)
-    flat0 = torch.cat([params[k].reshape(-1) for k in names])
-
-    def loss(flat):
-        state, start = {}, 0
-        for k in names:
-            state[k] = flat[start:start + params[k].numel()].view_as(params[k])
-            start += params[k].numel()
-        out = torch.func.functional_call(model, state, (x.double(),))
-        return F.cross_entropy(out, y)
-
-    return torch.autograd.functional.hessian(loss, flat0).numpy()
-
 
 def test_numbers_match_the_dense_hessian(tiny):
     root, model = tiny
