@@ -69,6 +69,7 @@ def surface_values(surface: Surface, surf_name: str) -> np.ndarray:
 
 
 MAX_LEVELS = 1000
+DISPLAY_NAMES = {"eig_ratio": "|min_eig / max_eig|"}  # titles of derived quantities
 
 
 def check_levels(vmin: float, vmax: float, vlevel: float) -> None:
@@ -285,7 +286,8 @@ def plot_2d(surface: Surface, *, surf_name: str = "train_loss", kinds: Sequence[
             z = np.log(z)  # values <= 0 become gaps
     if critical and log:
         critical = [dict(p, value=float(np.log(p["value"])) if p["value"] > 0 else np.nan) for p in critical]
-    name = f"{surf_name} (log)" if log else surf_name
+    shown = DISPLAY_NAMES.get(surf_name, surf_name)
+    name = f"{shown} (log)" if log else shown
     prefix = prefix or os.path.splitext(surface.path)[0]
     levels = np.arange(vmin, vmax, vlevel)
     files = []
