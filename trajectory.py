@@ -339,20 +339,16 @@ def _residual_norm(d: torch.Tensor, u: torch.Tensor, v: torch.Tensor, a: float, 
     return math.sqrt(acc)
 
 
-def save_projection(path: str, proj: Projection, *, dir_file: str = "") -> str:
-    """The original's layout: datasets ``proj_xcoord``, ``proj_ycoord``; attributes epochs, method, dir_file.
-    Also writes ``<path>.json`` with the distances from the plane. Returns the JSON path."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
-        f["proj_xcoord"] = proj.x
-        f["proj_ycoord"] = proj.y
-        f.attrs["format"] = PROJECTION_FORMAT
-        f.attrs["epochs"] = np.asarray(proj.epochs, dtype=np.int64)
-        f.attrs["method"] = proj.method
-        f.attrs["dir_file"] = dir_file
-        f.attrs["code_version"] = code_version()
-    os.replace(tmp, path)
-    return path
+def write_projection(f: h5py.Group, proj: Projection, *, dir_file: str = "") -> None:
+    """Writes `proj` into the open file or group `f` in the original's layout: datasets ``proj_xcoord``,
+    ``proj_ycoord``; attributes format, epochs, method, dir_file and code_version."""
+    f["proj_xcoord"] = proj.x
+    f["proj_ycoord"] = proj.y
+    f.attrs["format"] = PROJECTION_FORMAT
+    f.attrs["epochs"] = np.asarray(proj.epochs, dtype=np.int64)
+    f.attrs["method"] = proj.method
+    f.attrs["dir_file"] = dir_file
+    f.attrs["code_version"] = code_version()
 
 
 def faithfulness(proj: Projection, pca: Optional[PCAResult] = None) -> dict:
@@ -385,25 +381,6 @@ def faithfulness_lines(report: dict) -> list[str]:
     return lines
 
 
-def figure_trajectory(proj: Projection, labels: tuple[str, str] = ("1st PC", "2nd PC"), max_labels: int = 20):
-    """The path in the plane, with a marker per checkpoint and about `max_labels` epoch labels."""
-    from figures import plt  # the headless backend is chosen there
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ax.plot(proj.x, proj.y, "-", color="tab:red", lw=1, zorder=1)
-    sc = ax.scatter(proj.x, proj.y, c=proj.epochs, cmap="viridis", s=18, zorder=2)
-    fig.colorbar(sc, ax=ax, label="epoch")
-    step = max(1, -(-len(proj.epochs) // max_labels))
-    for i in sorted(set(range(0, len(proj.epochs), step)) | {len(proj.epochs) - 1}):
-        ax.annotate(str(proj.epochs[i]), (proj.x[i], proj.y[i]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
-    ax.plot([0], [0], "k*", ms=9, zorder=3, label=f"final (epoch {proj.epochs[-1]})")
-    ax.set_xlabel(labels[0])
-    ax.set_ylabel(labels[1])
-    ax.set_title(f"trajectory ({proj.method} projection)")
-    ax.legend(fontsize=7, loc="best")
-    return fig
-
-
 def default_dir_file(model_folder: str, *, dir_type: str, ignore: str, save_epoch: int) -> str:
     """The original's place: ``<folder>/PCA_<dir_type>[_ignore=biasbn]_save_epoch=<n>/directions.h5``."""
     name = f"PCA_{dir_type}" + (f"_ignore={ignore}" if ignore else "") + f"_save_epoch={save_epoch}"
@@ -416,5 +393,5 @@ def default_proj_file(dir_file: str, method: str) -> str:
 
 
 __all__ = ["Checkpoint", "PCAResult", "Projection", "TrajectoryError", "list_checkpoints", "pca_directions",
-           "pca_from_gram", "gram_matrix", "save_pca_directions", "project_trajectory", "save_projection",
-           "faithfulness", "faithfulness_lines", "figure_trajectory", "default_dir_file", "default_proj_file"]
+           "pca_from_gram", "gram_matrix", "save_pca_directions", "project_trajectory", "write_projection",
+           "faithfulness", "faithfulness_lines", "default_dir_file", "default_proj_file"]

@@ -30,9 +30,8 @@ import models
 from net_plotter import (DirectionError, Directions, DirectionSpec, check_fits, load_directions, make_directions,
                          save_directions)
 from param_vector import ParamVector
-from trajectory import (MIN_CHECKPOINTS, PROJECTION_FORMAT, Checkpoint, PCAResult, Projection, TrajectoryError,
-                        pca_directions, save_pca_directions)
-from version import code_version
+from trajectory import (MIN_CHECKPOINTS, Checkpoint, PCAResult, Projection, TrajectoryError, pca_directions,
+                        save_pca_directions, write_projection)
 
 BASES = ("pca", "pca_run", "random", "file")
 MIN_PATH = 2  # a path to draw or animate has a start and an end
@@ -197,13 +196,7 @@ def save_runs(path: str, paths: Sequence[RunPath], *, center: int = 0, dir_file:
     main = paths[center].projection
     tmp = f"{path}.tmp{os.getpid()}"
     with h5py.File(tmp, "w") as f:
-        f["proj_xcoord"] = main.x
-        f["proj_ycoord"] = main.y
-        f.attrs["format"] = PROJECTION_FORMAT
-        f.attrs["epochs"] = np.asarray(main.epochs, dtype=np.int64)
-        f.attrs["method"] = main.method
-        f.attrs["dir_file"] = dir_file
-        f.attrs["code_version"] = code_version()
+        write_projection(f, main, dir_file=dir_file)
         f.attrs["basis"] = basis
         f.attrs["center_run"] = center
         f.attrs["directions_sha256"] = directions_sha256
