@@ -34,29 +34,15 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg as spla
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from evaluation import LOSSES, DeviceSplit, default_batch_size
+from evaluation import LOSSES, DeviceSplit, default_batch_size, per_sample_loss
 
 PARAM_FILTERS = ("all", "dim>1")
 
 
 class CurvatureError(ValueError):
     """A bad curvature setting or a solver that did not converge; the message is one line."""
-
-
-def _loss_sum(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """Sum of per-sample losses in the outputs' own dtype.
-
-    The same definitions as `evaluation.per_sample_loss`, which casts to float32; a float64 Hessian
-    needs the float64 outputs kept.
-    """
-    if loss_name == "crossentropy":
-        return F.cross_entropy(outputs, targets, reduction="sum")
-    probs = F.softmax(outputs, dim=1)
-    one_hot = F.one_hot(targets, num_classes=outputs.shape[1]).to(probs.dtype)
-    return ((probs - one_hot) ** 2).mean(dim=1).sum()
 
 
 class HessianOperator:
@@ -152,7 +138,7 @@ class HessianOperator:
         acc = [torch.zeros(p.shape, dtype=torch.float64, device=self.device) for p in self.params]
         with torch.enable_grad():
             for x, y in self._batches():
-                loss = _loss_sum(self.model(x), y, self.loss_name) / self.n
+                loss = per_sample_loss(self.model(x), y, self.loss_name, self.dtype).sum() / self.n
                 grads = torch.autograd.grad(loss, self.params, create_graph=True)
                 dot = sum((g * u).sum() for g, u in zip(grads, vs))
                 for a, h in zip(acc, torch.autograd.grad(dot, self.params)):
@@ -166,7 +152,7 @@ class HessianOperator:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         with torch.enable_grad():
             for x, y in self._batches():
-                loss = _loss_sum(self.model(x), y, self.loss_name) / self.n
+                loss = per_sample_loss(self.model(x), y, self.loss_name, self.dtype).sum() / self.n
                 for a, g in zip(acc, torch.autograd.grad(loss, self.params)):
                     a += g
                 total += loss.detach()

@@ -62,13 +62,14 @@ def precision_context(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """Per-sample losses in float32.
+def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Per-sample losses in `dtype` (float32; the curvature code asks for float64 reference values).
 
     ``crossentropy`` is the usual softmax cross-entropy; ``mse`` is the original tool's: softmax
     outputs against one-hot targets, mean over classes (its MSELoss averaged over batch x classes).
     """
-    outputs = outputs.float()
+    outputs = outputs.to(dtype)
     if loss_name == "crossentropy":
         return F.cross_entropy(outputs, targets, reduction="none")
     if loss_name == "mse":
