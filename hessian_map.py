@@ -29,9 +29,9 @@ from torch import nn
 
 from curvature import PARAM_FILTERS, CurvatureError, HessianOperator, extreme_eigenvalues
 from data import EvalData
-from evaluation import DeviceSplit, default_batch_size, recalibrate_bn
-from landscape import fill_surface
-from net_plotter import Directions, Perturber
+from evaluation import DeviceSplit, recalibrate_bn
+from landscape import GridEvaluator, fill_surface
+from net_plotter import Directions
 from surface_file import Grid, Provenance, Surface, SurfaceJob
 
 __all__ = ["EigenSettings", "EigenEvaluator", "compute_eigen_surface"]
@@ -81,20 +81,17 @@ class EigenSettings:
         return json.dumps(d, sort_keys=True)
 
 
-class EigenEvaluator:
+class EigenEvaluator(GridEvaluator):
     """Computes (max_eig, min_eig) for chunks of grid points on one device; one instance per rank."""
 
     def __init__(self, model: nn.Module, data: EvalData, directions: Directions, grid: Grid,
                  settings: EigenSettings, device: torch.device):
         settings.check()
-        self.grid, self.settings, self.device = grid, settings, device
-        self.model = model.to(device).eval()
-        self._saved_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.perturber = Perturber(self.model, directions, directions.spec.dir_type)
-        self.batch_size = settings.batch_size or default_batch_size(device)
         split = data.train if settings.eig_on == "train" else data.test
         if len(split) == 0:
             raise CurvatureError(f"the {settings.eig_on} set is empty: nothing to take the Hessian of")
+        super().__init__(model, directions, directions.spec.dir_type, grid, device, batch_size=settings.batch_size)
+        self.settings = settings
         self.split = DeviceSplit.put(split.inputs, split.targets, device)
         self.train_inputs = (data.train.inputs.to(device) if settings.bn_recalibrate > 0 else None)
 
@@ -110,10 +107,6 @@ class EigenEvaluator:
             lmax, lmin = extreme_eigenvalues(op, tol=s.tol, maxiter=s.maxiter, seed=s.seed)
             out.append((flat, {"eig": (float(lmax), float(lmin))}))
         return out
-
-    def restore(self) -> None:
-        """Puts the unperturbed model (weights and BN statistics) back."""
-        self.model.load_state_dict(self._saved_state)
 
 
 def compute_eigen_surface(model: nn.Module, data: EvalData, directions: Directions, grid: Grid, surf_file: str, *,

@@ -33,7 +33,7 @@ from net_plotter import Directions, Perturber
 from scheduler import root_first, run_tasks
 from surface_file import Axis, Grid, Provenance, Surface, SurfaceFile, SurfaceJob, read_surface
 
-__all__ = ["EvalSettings", "PointEvaluator", "compute_surface", "fill_surface", "Axis", "Grid"]
+__all__ = ["EvalSettings", "GridEvaluator", "PointEvaluator", "compute_surface", "fill_surface", "Axis", "Grid"]
 
 
 @dataclass(frozen=True)
@@ -59,26 +59,44 @@ class EvalSettings:
     compile: bool = False
 
 
-class PointEvaluator:
+class GridEvaluator:
+    """What every per-rank evaluator of grid points holds: the centre model on the device, a `Perturber`
+    over it, the batch size, and the saved state `restore` puts back. Subclasses define ``__call__``
+    (chunk in, results out).
+
+    The model is placed on the device (and in its memory format) first and the `Perturber` made after, so
+    its in-place writes reach the tensors the forward pass reads.
+    """
+
+    def __init__(self, model: nn.Module, directions: Directions, dir_type: str, grid: Grid, device: torch.device,
+                 *, batch_size: Optional[int] = None, channels_last: bool = False):
+        self.grid, self.device = grid, device
+        self.model = model.to(device).eval()
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._saved_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.perturber = Perturber(self.model, directions, dir_type)
+        self.batch_size = batch_size or default_batch_size(device)
+
+    def restore(self) -> None:
+        """Puts the unperturbed model (weights and BN statistics) back."""
+        self.model.load_state_dict(self._saved_state)
+
+
+class PointEvaluator(GridEvaluator):
     """Evaluates chunks of grid points on one device; one instance per rank.
 
-    The model is placed on the device first and the `Perturber` made after, so its in-place writes
-    reach the tensors the forward pass reads. A chunk is a list of (flat index, groups) and the
-    result a list of (flat index, {group: (loss, acc)}), so a later implementation may evaluate
-    several points of a chunk in one batched pass.
+    A chunk is a list of (flat index, groups) and the result a list of (flat index, {group: (loss, acc)}),
+    so a later implementation may evaluate several points of a chunk in one batched pass.
     """
 
     def __init__(self, model: nn.Module, data: EvalData, directions: Directions, dir_type: str, grid: Grid,
                  settings: EvalSettings, device: torch.device):
-        self.grid, self.settings, self.device = grid, settings, device
-        self.model = model.to(device).eval()
         sample = data.train.inputs if len(data.train) else data.test.inputs
         self.channels_last = settings.channels_last if settings.channels_last is not None else sample.dim() == 4
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self._saved_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.perturber = Perturber(self.model, directions, dir_type)
-        self.batch_size = settings.batch_size or default_batch_size(device)
+        super().__init__(model, directions, dir_type, grid, device, batch_size=settings.batch_size,
+                         channels_last=self.channels_last)
+        self.settings = settings
         need_train = "train" in settings.eval_on or settings.bn_recalibrate > 0
         self.splits = {}
         if need_train:
@@ -100,10 +118,6 @@ class PointEvaluator:
                                      batch_size=self.batch_size, precision=self.settings.precision)
             out.append((flat, values))
         return out
-
-    def restore(self) -> None:
-        """Puts the unperturbed model (weights and BN statistics) back."""
-        self.model.load_state_dict(self._saved_state)
 
 
 def compute_surface(model: nn.Module, data: EvalData, directions: Directions, grid: Grid, surf_file: str, *,
