@@ -116,11 +116,8 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     import curvature
-    import embedded
-    import models
-    from data import EvalData, load_dataset, take_part
-    from evaluation import DeviceSplit, pick_device
-    from surface_job import DEFAULT_TRAINED, EMBEDDED_EPOCHS
+    from evaluation import DeviceSplit
+    from surface_job import load_model_and_data
     from version import code_version
 
     timings = {}
@@ -129,26 +126,11 @@ def main(args: argparse.Namespace) -> int:
             raise CurvatureError(f"--tol must be > 0, got {args.tol}")
         if not args.khn_n > 0:
             raise CurvatureError(f"--khn_n must be > 0, got {args.khn_n}")
-        models.check_name(args.model)
-        device = pick_device(args.cuda)
-        dataset = args.dataset or models.native_dataset(args.model)
-        if dataset is None:
-            raise DataError(f"--model {args.model} is a factory: name its data with --dataset")
-        full = load_dataset(dataset, datapath=args.datapath, raw_data=args.raw_data)
-        data = full if args.data_split == 1 else EvalData(
-            full.name, take_part(full.train, args.data_split, args.split_idx),
-            take_part(full.test, args.data_split, args.split_idx), full.num_classes, full.info)
-        model_file = args.model_file
-        if model_file is None:
-            if args.model not in embedded.list_models():
-                raise ModelError(f"--model_file is required for --model {args.model} (only the embedded models "
-                                 f"{', '.join(embedded.list_models())} train themselves)")
-            model_file = DEFAULT_TRAINED.format(model=args.model, epochs=EMBEDDED_EPOCHS)
-            # Trained on the full training set, as plot_surface.py does, so both commands share the file.
-            embedded.ensure_checkpoint(model_file, args.model, full.train.inputs, full.train.targets,
-                                       epochs=EMBEDDED_EPOCHS)
-        model = models.load_model(args.model, model_file, num_classes=data.num_classes)
-        sha = models.file_sha256(model_file)
+        loaded = load_model_and_data(model=args.model, model_file=args.model_file, dataset=args.dataset,
+                                     datapath=args.datapath, raw_data=args.raw_data, data_split=args.data_split,
+                                     split_idx=args.split_idx, cuda=args.cuda)
+        device, dataset, data, model = loaded.device, loaded.dataset, loaded.data, loaded.model
+        model_file, sha = loaded.model_file, loaded.model_sha256
         split = data.train if args.eval_on == "train" else data.test
         dev_data = DeviceSplit.put(split.inputs, split.targets, device)
         op = curvature.HessianOperator(model, dev_data, loss_name=args.loss_name, batch_size=args.batch_size,

@@ -181,40 +181,69 @@ def _axes_kind(req: SurfaceRequest, model_file: str, comm: Any) -> tuple[str, st
     raise DirectionError(f"unknown --axes {req.axes!r}: expected random, hessian or adam")
 
 
-def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] = print) -> PreparedJob:
-    """Resolves a request on every rank: device, data, model, directions and file names."""
-    models.check_name(req.model)
-    device = everywhere(comm, lambda: pick_device(req.cuda))
-    dataset = req.dataset or models.native_dataset(req.model)
+@dataclass
+class LoadedModel:
+    """A model and its evaluation data, resolved on every rank (see `load_model_and_data`)."""
+
+    device: torch.device
+    dataset: str  # as asked (or the model's own), which names default files
+    data: EvalData
+    model: torch.nn.Module
+    model_file: str
+    model_sha256: str
+
+
+def load_model_and_data(*, model: str, model_file: Optional[str], dataset: Optional[str], datapath: str,
+                        raw_data: bool = False, data_split: int = 1, split_idx: int = 0, cuda: bool = False,
+                        comm: Any = None, log: Callable[..., None] = print) -> LoadedModel:
+    """The device, the data (part `split_idx` of `data_split`), and the model loaded from `model_file`.
+
+    With no `model_file` an embedded model is trained first (on the whole training set, so every command
+    and every data part shares one checkpoint, ``trained_nets/<model>/model_30.t7``). Rank 0 alone
+    downloads and trains; failures stop all ranks with one message.
+    """
+    models.check_name(model)
+    device = everywhere(comm, lambda: pick_device(cuda))
+    dataset = dataset or models.native_dataset(model)
     if dataset is None:
-        raise DataError(f"--model {req.model} is a factory: name its data with --dataset (cifar10, digits or "
+        raise DataError(f"--model {model} is a factory: name its data with --dataset (cifar10, digits or "
                         f"pkg.module:factory)")
 
-    def _load(download: bool) -> EvalData:
-        full = load_dataset(dataset, datapath=req.datapath, raw_data=req.raw_data, download=download)
-        if req.data_split == 1:
-            return full
-        return EvalData(full.name, take_part(full.train, req.data_split, req.split_idx),
-                        take_part(full.test, req.data_split, req.split_idx), full.num_classes, full.info)
+    def _load(download: bool) -> tuple[EvalData, EvalData]:
+        full = load_dataset(dataset, datapath=datapath, raw_data=raw_data, download=download)
+        if data_split == 1:
+            return full, full
+        return full, EvalData(full.name, take_part(full.train, data_split, split_idx),
+                              take_part(full.test, data_split, split_idx), full.num_classes, full.info)
 
     rank = 0 if comm is None else comm.Get_rank()
     root_data = root_first(comm, lambda: _load(download=True))  # rank 0 alone may download
-    data = everywhere(comm, lambda: root_data if rank == 0 else _load(download=False))
+    full, data = everywhere(comm, lambda: root_data if rank == 0 else _load(download=False))
     log(f"data: {dataset}, {len(data.train)} train and {len(data.test)} test examples"
-        + (f" (part {req.split_idx} of {req.data_split})" if req.data_split > 1 else ""))
+        + (f" (part {split_idx} of {data_split})" if data_split > 1 else ""))
 
-    model_file = req.model_file
     if model_file is None:
-        if req.model not in embedded.list_models():
-            raise models.ModelError(f"--model_file is required for --model {req.model} (only the embedded "
+        if model not in embedded.list_models():
+            raise models.ModelError(f"--model_file is required for --model {model} (only the embedded "
                                     f"models {', '.join(embedded.list_models())} train themselves)")
-        model_file = DEFAULT_TRAINED.format(model=req.model, epochs=EMBEDDED_EPOCHS)
-        root_first(comm, lambda: embedded.ensure_checkpoint(model_file, req.model, data.train.inputs,
-                                                            data.train.targets, epochs=EMBEDDED_EPOCHS, log=log))
-    model = everywhere(comm, lambda: models.load_model(req.model, model_file, num_classes=data.num_classes))
-    model_sha = root_first(comm, lambda: models.file_sha256(model_file), share=True)
-    info = models.describe(model)
-    log(f"model: {req.model} from {model_file} ({info['parameters']:,} parameters)")
+        model_file = DEFAULT_TRAINED.format(model=model, epochs=EMBEDDED_EPOCHS)
+        root_first(comm, lambda: embedded.ensure_checkpoint(model_file, model, full.train.inputs,
+                                                            full.train.targets, epochs=EMBEDDED_EPOCHS, log=log))
+    net = everywhere(comm, lambda: models.load_model(model, model_file, num_classes=data.num_classes))
+    sha = root_first(comm, lambda: models.file_sha256(model_file), share=True)
+    log(f"model: {model} from {model_file} ({models.describe(net)['parameters']:,} parameters)")
+    return LoadedModel(device, dataset, data, net, model_file, sha)
+
+
+def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] = print) -> PreparedJob:
+    """Resolves a request on every rank: device, data, model, directions and file names."""
+    loaded = load_model_and_data(model=req.model, model_file=req.model_file, dataset=req.dataset,
+                                 datapath=req.datapath, raw_data=req.raw_data, data_split=req.data_split,
+                                 split_idx=req.split_idx, cuda=req.cuda, comm=comm, log=log)
+    device, data, model = loaded.device, loaded.data, loaded.model
+    model_file, model_sha = loaded.model_file, loaded.model_sha256
+    dataset = loaded.dataset
+    rank = 0 if comm is None else comm.Get_rank()
 
     two_d = req.y is not None
     kind, details = _axes_kind(req, model_file, comm)
