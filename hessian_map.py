@@ -29,8 +29,8 @@ from torch import nn
 
 from curvature import PARAM_FILTERS, CurvatureError, HessianOperator, extreme_eigenvalues
 from data import EvalData
-from evaluation import DeviceSplit, recalibrate_bn
-from landscape import GridEvaluator, fill_surface
+from evaluation import DeviceSplit, default_batch_size, recalibrate_bn
+from landscape import GridEvaluator, build_evaluator, fill_surface
 from net_plotter import Directions
 from surface_file import Grid, Provenance, Surface, SurfaceJob
 
@@ -100,10 +100,12 @@ class EigenEvaluator(GridEvaluator):
         s = self.settings
         for flat, _groups in chunk:
             self.perturber.set_point_(self.grid.coords(flat))
+            # Strict fp32 for both, whatever the global TF32 flags are (plot_hessian_eigen.py refuses others).
             if s.bn_recalibrate > 0:
-                recalibrate_bn(self.model, self.train_inputs, batches=s.bn_recalibrate, batch_size=self.batch_size)
+                recalibrate_bn(self.model, self.train_inputs, batches=s.bn_recalibrate, batch_size=self.batch_size,
+                               precision="fp32")
             op = HessianOperator(self.model, self.split, loss_name=s.loss_name, batch_size=self.batch_size,
-                                 params=s.params)
+                                 params=s.params, precision="fp32")
             lmax, lmin = extreme_eigenvalues(op, tol=s.tol, maxiter=s.maxiter, seed=s.seed)
             out.append((flat, {"eig": (float(lmax), float(lmin))}))
         return out
@@ -114,7 +116,8 @@ def compute_eigen_surface(model: nn.Module, data: EvalData, directions: Directio
                           settings: EigenSettings = EigenSettings(), data_split: int = 1, split_idx: int = 0,
                           device: torch.device | str = "cpu", comm: Any = None, flush_every: float = 5.0,
                           chunk_size: Optional[int] = None,
-                          progress: Optional[Callable[[int, int], Callable[[int], None]]] = None) -> Optional[Surface]:
+                          progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
+                          log: Callable[[str], None] = lambda line: None) -> Optional[Surface]:
     """Fills `surf_file` with max_eig and min_eig at every grid point, resuming what is missing.
 
     Every rank calls this with its own model copy and data; rank 0 alone opens the file. Arguments are
@@ -132,10 +135,11 @@ def compute_eigen_surface(model: nn.Module, data: EvalData, directions: Directio
     job = SurfaceJob(grid=grid, directions_sha256=directions.sha256(), dir_type=directions.spec.dir_type,
                      model=model_name, model_sha256=model_sha256, dataset=data.name, data_split=data_split,
                      split_idx=split_idx, raw_data=bool(data.info.get("raw_data", False)),
-                     loss_name=settings.loss_name, bn_recalibrate=settings.bn_recalibrate,
-                     hessian=settings.describe())
-    evaluator = EigenEvaluator(model, data, directions, grid, settings, device)
+                     loss_name=settings.loss_name, hessian=settings.describe(),
+                     **SurfaceJob.bn_fields(settings.bn_recalibrate, settings.batch_size or default_batch_size(device),
+                                            len(data.train)))
+    evaluator = build_evaluator(comm, lambda: EigenEvaluator(model, data, directions, grid, settings, device), log=log)
     prov = Provenance(dir_file=dir_file, model_file=model_file, world_size=world, batch_size=evaluator.batch_size,
                       device=str(device), extra={f"data.{k}": v for k, v in data.info.items()})
     return fill_surface(evaluator, job, ("eig",), surf_file, provenance=prov, comm=comm, flush_every=flush_every,
-                        chunk_size=chunk_size, progress=progress)
+                        chunk_size=chunk_size, progress=progress, log=log)

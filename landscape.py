@@ -30,7 +30,8 @@ from torch import nn
 from data import EvalData
 from evaluation import DeviceSplit, default_batch_size, evaluate, recalibrate_bn
 from net_plotter import Directions, Perturber
-from scheduler import root_first, run_tasks
+import faults
+from scheduler import everywhere, root_first, run_tasks
 from surface_file import Axis, Grid, Provenance, Surface, SurfaceFile, SurfaceJob, read_surface
 
 __all__ = ["EvalSettings", "GridEvaluator", "PointEvaluator", "compute_surface", "fill_surface", "Axis", "Grid"]
@@ -125,7 +126,8 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
                     settings: EvalSettings = EvalSettings(), data_split: int = 1, split_idx: int = 0,
                     device: torch.device | str = "cpu", comm: Any = None, flush_every: float = 5.0,
                     chunk_size: Optional[int] = None,
-                    progress: Optional[Callable[[int, int], Callable[[int], None]]] = None) -> Optional[Surface]:
+                    progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
+                    log: Callable[[str], None] = lambda line: None) -> Optional[Surface]:
     """Fills `surf_file` with the loss and accuracy at every grid point, resuming what is missing.
 
     Every rank calls this with its own model copy and data; rank 0 alone opens the file.
@@ -144,6 +146,7 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
         comm: mpi4py communicator or None.
         flush_every: seconds between crash-safe flushes.
         progress: factory (done_before, total) -> callback(n) for a progress display, rank 0 only.
+        log: where rank 0 reports lost ranks and what it wrote.
 
     Returns:
         The surface read back (rank 0), or None on the other ranks.
@@ -159,17 +162,32 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
                      model=model_name, model_sha256=model_sha256, dataset=data.name, data_split=data_split,
                      split_idx=split_idx, raw_data=bool(data.info.get("raw_data", False)),
                      loss_name=settings.loss_name, precision=settings.precision,
-                     bn_recalibrate=settings.bn_recalibrate)
-    evaluator = PointEvaluator(model, data, directions, directions.spec.dir_type, grid, settings, device)
+                     **SurfaceJob.bn_fields(settings.bn_recalibrate, settings.batch_size or default_batch_size(device),
+                                            len(data.train)))
+    evaluator = build_evaluator(comm, lambda: PointEvaluator(model, data, directions, directions.spec.dir_type, grid,
+                                                             settings, device), log=log)
     prov = Provenance(dir_file=dir_file, model_file=model_file, world_size=world, batch_size=evaluator.batch_size,
                       device=str(device), extra={f"data.{k}": v for k, v in data.info.items()})
     return fill_surface(evaluator, job, settings.eval_on, surf_file, provenance=prov, comm=comm,
-                        flush_every=flush_every, chunk_size=chunk_size, progress=progress)
+                        flush_every=flush_every, chunk_size=chunk_size, progress=progress, log=log)
+
+
+def build_evaluator(comm: Any, make: Callable[[], Any], *, log: Callable[[str], None] = print) -> Any:
+    """Builds each rank's evaluator as a shared set-up step: a failure on one rank (out of memory while the
+    data go to the device, say) stops every rank with that rank named, instead of leaving the others waiting."""
+    rank = 0 if comm is None else comm.Get_rank()
+
+    def _make():
+        faults.fire("evaluator", rank)
+        return make()
+
+    return everywhere(comm, _make, log=log)
 
 
 def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str], surf_file: str, *, provenance: Provenance,
                  comm: Any = None, flush_every: float = 5.0, chunk_size: Optional[int] = None,
-                 progress: Optional[Callable[[int, int], Callable[[int], None]]] = None) -> Optional[Surface]:
+                 progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
+                 log: Callable[[str], None] = lambda line: None) -> Optional[Surface]:
     """Opens (or resumes) `surf_file` for `job` on rank 0 and has all ranks evaluate its missing points.
 
     Args:
@@ -177,7 +195,7 @@ def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str], surf_fi
             the centre model back.
         job: what the file holds (a reopened file must match it).
         groups: the value groups to fill (``train``, ``test``, ``eig``; see `surface_file.GROUP_DATASETS`).
-        surf_file, comm, flush_every, chunk_size, progress: as in `compute_surface`.
+        surf_file, comm, flush_every, chunk_size, progress, log: as in `compute_surface`.
         provenance: recorded in the file.
 
     Returns:
@@ -190,8 +208,12 @@ def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str], surf_fi
         callback = None
         if rank == 0 and progress is not None:
             callback = progress(job.grid.size - len(tasks), job.grid.size)
-        run_tasks(tasks, evaluator, surf, comm=comm, chunk_size=chunk_size, flush_every=flush_every,
-                  progress=callback)
+        stats = run_tasks(tasks, evaluator, surf, comm=comm, chunk_size=chunk_size, flush_every=flush_every,
+                          progress=callback, log=log)
+        if rank == 0 and stats.written:
+            log(f"points written: {stats.written}"
+                + (f" ({stats.duplicates} late duplicate results of lost ranks ignored)" if stats.duplicates else "")
+                + f"; rank 0 spent {1e3 * stats.root_seconds / stats.written:.3f} ms a point receiving and writing")
     finally:
         evaluator.restore()
         if surf is not None:

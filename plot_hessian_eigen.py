@@ -22,7 +22,7 @@ from plot_surface import _DefaultsFormatter, _check_args, execute, get_args_pars
     request_from_args
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = argtypes.ArgumentParser(
         description="Hessian eigenvalue map: max_eig, min_eig and |min/max| at every grid point.",
         add_help=add_help, formatter_class=_DefaultsFormatter, parents=[surface_parser(add_help=False)])
     g = p.add_argument_group("eigenvalue map (also --hessian_params, --hessian_tol, --hessian_seed)")

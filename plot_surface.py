@@ -15,15 +15,9 @@ import sys
 import time
 
 import argtypes
-from data import DataError
-from evaluation import LOSSES, PRECISIONS, EvaluationError
-from models import ModelError
-from net_plotter import IGNORES, NORMS, DirectionError
-from scheduler import PeerFailed, RunInterrupted
-from surface_file import Axis, SurfaceError
-
-USER_ERRORS = (DataError, ModelError, DirectionError, SurfaceError, EvaluationError, OSError)
-# CurvatureError (Hessian axes and maps) is added where curvature is imported, in `execute`.
+from evaluation import LOSSES, PRECISIONS
+from net_plotter import IGNORES, NORMS
+from surface_file import Axis
 
 
 def _norm_type(text: str) -> str:
@@ -52,8 +46,20 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+EXPLICIT = "explicit_flags"  # Namespace attribute: the dests of the direction flags given (see _Explicit)
+
+
+class _Explicit(argparse.Action):
+    """Stores the value (the const with nargs=0) and notes that the flag was given: an existing --dir_file is
+    checked against the direction flags given, the others are taken from it (`request_from_args`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        setattr(namespace, EXPLICIT, getattr(namespace, EXPLICIT, frozenset()) | {self.dest})
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = argtypes.ArgumentParser(
         description="Compute a 1D or 2D loss surface around a model (Li et al., NeurIPS 2018).",
         add_help=add_help, formatter_class=_DefaultsFormatter)
     g = p.add_argument_group("model and data")
@@ -77,33 +83,42 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--testloader", default=None, help=argparse.SUPPRESS)
 
     g = p.add_argument_group("directions")
-    g.add_argument("--dir_file", default=None, help="direction file to reuse or create; default: named after "
-                                                    "the model file and settings")
-    g.add_argument("--dir_type", default="weights", choices=("weights", "states"),
+    p.set_defaults(**{EXPLICIT: frozenset()})
+    g.add_argument("--dir_file", default=None,
+                   help="direction file to reuse or create; an existing one must hold what the direction flags "
+                        "given ask (the others are taken from it; with none given it is used as it is). Default: "
+                        "named after the model file and settings, and must match them all")
+    g.add_argument("--dir_type", action=_Explicit, default="weights", choices=("weights", "states"),
                    help="weights: parameters only; states: the full state dict incl. BN running statistics")
-    g.add_argument("--xnorm", type=_norm_type, default="filter",
-                   help="normalization of x: filter, layer, weight, dfilter, dlayer or none")
+    g.add_argument("--xnorm", action=_Explicit, type=_norm_type, default="filter",
+                   help="normalization of x: filter, layer, weight, dfilter, dlayer or none (default: filter; none "
+                        "for --axes hessian unless --xnorm or --xignore is given)")
     g.add_argument("--ynorm", type=_norm_type, default=None, help="normalization of y; default: as --xnorm")
-    g.add_argument("--xignore", type=_ignore_type, default="biasbn",
-                   help="biasbn: zero the biases and BN parameters of x; none: move them too")
+    g.add_argument("--xignore", action=_Explicit, type=_ignore_type, default="biasbn",
+                   help="biasbn: zero the biases and BN parameters of x; none: move them too (default: biasbn; "
+                        "none for --axes hessian unless --xnorm or --xignore is given)")
     g.add_argument("--yignore", type=_ignore_type, default=None, help="as --xignore for y; default: as --xignore")
     g.add_argument("--same_dir", action="store_true", help="y is the same direction as x (default: off)")
-    g.add_argument("--seed", type=argtypes.nonneg_int, default=123, help="seed of the random directions")
-    g.add_argument("--idx", type=argtypes.nonneg_int, default=0, help="index of the random direction pair (different "
-                                                              "idx, different directions)")
+    g.add_argument("--seed", action=_Explicit, type=argtypes.nonneg_int, default=123,
+                   help="seed of the random directions")
+    g.add_argument("--idx", action=_Explicit, type=argtypes.nonneg_int, default=0,
+                   help="index of the random direction pair (different idx, different directions)")
 
     g = p.add_argument_group("Hessian and Adam axes (doc/curvature.md)")
-    g.add_argument("--axes", default="random", choices=("random", "hessian", "adam"),
+    g.add_argument("--axes", action=_Explicit, default="random", choices=("random", "hessian", "adam"),
                    help="random: Gaussian directions; hessian: the top two Hessian eigenvectors of the model "
-                        "(train set); adam: Adam's moments m and v from --opt_file. --xnorm/--xignore apply to all")
-    g.add_argument("--hessian_params", default="all", choices=("all", "dim>1"),
+                        "(train set), unit vectors unless --xnorm/--xignore is given; adam: Adam's moments m and v "
+                        "from --opt_file, normalized by --xnorm/--xignore")
+    g.add_argument("--hessian_params", action=_Explicit, default="all", choices=("all", "dim>1"),
                    help="parameters of the Hessian (axes and eigenvalue maps): all, or dim>1 (conv and linear "
                         "weights only, as the original)")
-    g.add_argument("--hessian_tol", type=float, default=1e-4, help="relative tolerance of the eigensolver")
-    g.add_argument("--hessian_seed", type=argtypes.nonneg_int, default=0, help="seed of the eigensolver's start vector")
+    g.add_argument("--hessian_tol", action=_Explicit, type=float, default=1e-4,
+                   help="relative tolerance of the eigensolver")
+    g.add_argument("--hessian_seed", action=_Explicit, type=argtypes.nonneg_int, default=0,
+                   help="seed of the eigensolver's start vector")
     g.add_argument("--opt_file", default=None, help="Adam state for --axes adam (default: opt_state_E.t7 beside "
                                                     "model_E.t7)")
-    g.add_argument("--adam_mode", default="add", choices=("add", "adameq"),
+    g.add_argument("--adam_mode", action=_Explicit, default="add", choices=("add", "adameq"),
                    help="add: w0 + x*m + y*v; adameq: w0 + (x / sqrt(y)) * m / (sqrt(v) + eps), Adam's update "
                         "direction (LLA's), needs --y > 0")
     g.add_argument("--adam_eps", type=float, default=None,
@@ -135,6 +150,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                                              "tensors, no loader workers")
     g.add_argument("--ngpu", type=int, default=1, help="accepted for compatibility and ignored: one GPU per "
                                                           "rank, start more ranks for more GPUs")
+    g.add_argument("--rank_timeout", type=argtypes.pos_float, default=60.0,
+                   help="MPI: seconds of silence after which a rank counts as lost (its chunk goes to another "
+                        "rank); a chunk may also take 10 x the slowest chunk so far")
+    g.add_argument("--debug", action="store_true", help="on a failure, print the failing rank's traceback "
+                                                        "(default: one line)")
     g.add_argument("--quiet", action="store_true", help="no progress bar (default: show one on rank 0)")
 
     g = p.add_argument_group("plot")
@@ -188,84 +208,64 @@ def _join(folder: str, path: str | None) -> str | None:
 
 
 def request_from_args(args: argparse.Namespace, **overrides):
-    """The `surface_job.SurfaceRequest` this command's arguments ask for (shared with plot_hessian_eigen.py)."""
+    """The `surface_job.SurfaceRequest` this command's arguments ask for (shared with plot_hessian_eigen.py).
+
+    A direction flag not given on the command line becomes None (not asked; `surface_job` resolves it to the
+    default that --help states), so that an existing --dir_file is checked against the flags given only. A
+    Namespace built by hand (no record of what was given) asks for every value it holds.
+    """
     from surface_job import SurfaceRequest
+    given = getattr(args, EXPLICIT, None)
+
+    def asked(name: str):
+        return getattr(args, name) if given is None or name in given else None
+
     fields = dict(
         model=args.model, model_file=_join(args.model_folder, args.model_file),
         model_file2=_join(args.model_folder, args.model_file2), model_file3=_join(args.model_folder, args.model_file3),
         dataset=args.dataset, datapath=args.datapath, raw_data=args.raw_data, data_split=args.data_split,
         split_idx=args.split_idx, eval_on=("train", "test") if args.eval_on == "both" else (args.eval_on,),
-        dir_file=args.dir_file, dir_type=args.dir_type, xnorm=args.xnorm, xignore=args.xignore, ynorm=args.ynorm,
-        yignore=args.yignore, same_dir=args.same_dir, seed=args.seed, idx=args.idx, x=args.x, y=args.y,
-        surf_file=args.surf_file, cuda=args.cuda, batch_size=args.batch_size, loss_name=args.loss_name,
-        precision=args.precision, bn_recalibrate=args.bn_recalibrate,
+        dir_file=args.dir_file, dir_type=asked("dir_type"), xnorm=asked("xnorm"), xignore=asked("xignore"),
+        ynorm=args.ynorm, yignore=args.yignore, same_dir=args.same_dir, seed=asked("seed"), idx=asked("idx"),
+        x=args.x, y=args.y, surf_file=args.surf_file, cuda=args.cuda, batch_size=args.batch_size,
+        loss_name=args.loss_name, precision=args.precision, bn_recalibrate=args.bn_recalibrate,
         channels_last=None if args.channels_last == "auto" else args.channels_last == "on",
-        compile=args.compile, flush_every=args.flush_every, chunk_size=args.chunk_size, axes=args.axes,
-        hessian_params=args.hessian_params, hessian_tol=args.hessian_tol, hessian_seed=args.hessian_seed,
-        opt_file=_join(args.model_folder, args.opt_file), adam_mode=args.adam_mode, adam_eps=args.adam_eps)
+        compile=args.compile, flush_every=args.flush_every, chunk_size=args.chunk_size, axes=asked("axes"),
+        hessian_params=asked("hessian_params"), hessian_tol=asked("hessian_tol"), hessian_seed=asked("hessian_seed"),
+        opt_file=_join(args.model_folder, args.opt_file), adam_mode=asked("adam_mode"), adam_eps=args.adam_eps)
     fields.update(overrides)
     return SurfaceRequest(**fields)
 
 
 def execute(args: argparse.Namespace, request, *, eigen=None, plot=None) -> int:
-    """Prepares and runs a surface job on every rank, with one message per failure and resumable interrupts.
+    """Prepares and runs a surface job on every rank through `runner.run_job` (one line per failure, on any
+    rank and in any phase; resumable interrupts).
 
     Args:
-        args: this command's arguments (for --mpi, --cuda, --quiet).
+        args: this command's arguments (for --mpi, --cuda, --quiet, --rank_timeout, --debug).
         request: the `SurfaceRequest`.
         eigen: `hessian_map.EigenSettings` for an eigenvalue map; None for losses.
         plot: called on rank 0 with the surface when done; returns the files written.
     """
-    # Imported here so that --help and argument errors answer at once.
-    from scheduler import abort, install_interrupt_handlers, setup_mpi
-    from surface_job import prepare, run
+    from runner import run_job  # here, so that --help and argument errors answer at once
 
-    comm = setup_mpi(args.mpi)
-    rank = 0 if comm is None else comm.Get_rank()
-    install_interrupt_handlers(rank == 0)
-    log = print if rank == 0 else (lambda *a, **k: None)
-    if comm is not None and not args.cuda:
-        import torch
-        from evaluation import cpu_threads_per_rank
-        torch.set_num_threads(cpu_threads_per_rank())
-    errors = USER_ERRORS
-    if eigen is not None or request.axes == "hessian":
-        from curvature import CurvatureError
-        errors = (*USER_ERRORS, CurvatureError)
-    try:
+    def body(comm, log, context) -> int:
+        from surface_job import prepare, run
         job = prepare(request, comm=comm, log=log)
-    except (PeerFailed, *errors) as e:
-        if rank == 0:  # every rank fails together; one message is enough
-            print(f"error: {e}", file=sys.stderr)
-        return 1
-    except RunInterrupted as e:
-        print(f"{e} during set-up", file=sys.stderr)
-        return 128 + e.signum
-    start = time.time()
-    try:
+        context.surf_file = job.surf_file
+        start = time.time()
         surface = run(job, comm=comm, progress=not args.quiet, log=log, eigen=eigen)
-    except RunInterrupted as e:
-        print(f"\n{e}: what was computed is saved in {job.surf_file}; rerun the same command to resume",
-              file=sys.stderr)
-        abort(comm, 128 + e.signum)
-    except (PeerFailed, *errors) as e:
-        if rank == 0:
-            print(f"error: {e}; what was computed is saved in {job.surf_file}", file=sys.stderr)
-        abort(comm, 1)
-    if rank != 0:
+        if comm is not None and comm.Get_rank() != 0:
+            return 0
+        log(f"done in {time.time() - start:.1f} s: {job.surf_file}")
+        for line in job.summary(surface):
+            log(line)
+        if plot is not None:
+            for f in plot(surface):
+                log(f"wrote {f}")
         return 0
-    log(f"done in {time.time() - start:.1f} s: {job.surf_file}")
-    for line in job.summary(surface):
-        log(line)
-    if plot is not None:
-        try:
-            files = plot(surface)
-        except SurfaceError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        for f in files:
-            log(f"wrote {f}")
-    return 0
+
+    return run_job(body, use_mpi=args.mpi, cuda=args.cuda, rank_timeout=args.rank_timeout, debug=args.debug)
 
 
 def _plot(args: argparse.Namespace, surface) -> list[str]:

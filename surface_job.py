@@ -16,12 +16,13 @@ import torch
 from tqdm import tqdm
 
 import embedded
+import faults
 import models
 from data import DataError, EvalData, load_dataset, take_part
 from evaluation import DeviceSplit, pick_device
 from landscape import EvalSettings, compute_surface
-from net_plotter import (ADAMEQ, DirectionError, DirectionSpec, Directions, default_dir_file, open_directions,
-                         setup_directions)
+from net_plotter import (ADAMEQ, DirectionError, DirectionSpec, Directions, default_dir_file, describe_axes,
+                         open_directions, setup_directions)
 from scheduler import everywhere, root_first
 from surface_file import Axis, Grid, Surface
 
@@ -43,15 +44,17 @@ class SurfaceRequest:
     data_split: int = 1
     split_idx: int = 0
     eval_on: tuple[str, ...] = ("train",)
+    # Direction settings: None is "not asked", which `with_direction_defaults` resolves (DIRECTION_DEFAULTS),
+    # except that an explicit `dir_file` that exists is then taken as it is for that setting.
     dir_file: Optional[str] = None
-    dir_type: str = "weights"
-    xnorm: str = "filter"
-    xignore: str = "biasbn"
-    ynorm: Optional[str] = None
-    yignore: Optional[str] = None
+    dir_type: Optional[str] = None
+    xnorm: Optional[str] = None  # default filter; none for axes hessian unless xignore is given
+    xignore: Optional[str] = None  # default biasbn; none for axes hessian unless xnorm is given
+    ynorm: Optional[str] = None  # default: as xnorm
+    yignore: Optional[str] = None  # default: as xignore
     same_dir: bool = False
-    seed: int = 123
-    idx: int = 0
+    seed: Optional[int] = None
+    idx: Optional[int] = None
     x: Axis = Axis(-1.0, 1.0, 51)
     y: Optional[Axis] = None
     surf_file: Optional[str] = None
@@ -65,13 +68,39 @@ class SurfaceRequest:
     flush_every: float = 5.0
     chunk_size: Optional[int] = None
     surf_tag: str = ""  # appended to the default surface file name (e.g. eigenvalue maps)
-    axes: str = "random"  # random, hessian or adam (target axes come from model_file2)
-    hessian_params: str = "all"
-    hessian_tol: float = 1e-4
-    hessian_seed: int = 0
-    opt_file: Optional[str] = None
-    adam_mode: str = "add"
-    adam_eps: Optional[float] = None
+    axes: Optional[str] = None  # random, hessian or adam (target axes come from model_file2)
+    hessian_params: Optional[str] = None
+    hessian_tol: Optional[float] = None
+    hessian_seed: Optional[int] = None
+    opt_file: Optional[str] = None  # default: opt_state_E.t7 beside model_E.t7
+    adam_mode: Optional[str] = None
+    adam_eps: Optional[float] = None  # default: the optimizer's own
+
+
+DIRECTION_DEFAULTS = dict(dir_type="weights", xnorm="filter", xignore="biasbn", seed=123, idx=0, axes="random",
+                          hessian_params="all", hessian_tol=1e-4, hessian_seed=0, adam_mode="add")
+
+# SurfaceRequest field -> the `net_plotter.direction_identity` key it asks for (kind: see `_asked`).
+_ASKED_LABELS = (("dir_type", "--dir_type"), ("xnorm", "--xnorm"), ("xignore", "--xignore"), ("ynorm", "--ynorm"),
+                 ("yignore", "--yignore"), ("seed", "--seed"), ("idx", "--idx"),
+                 ("hessian_params", "--hessian_params"), ("hessian_tol", "--hessian_tol"),
+                 ("hessian_seed", "--hessian_seed"), ("adam_mode", "--adam_mode"), ("adam_eps", "--adam_eps"))
+
+
+def with_direction_defaults(req: SurfaceRequest) -> SurfaceRequest:
+    """`req` with every direction setting it does not ask (None) set to its default (`DIRECTION_DEFAULTS`).
+
+    Hessian axes are the unit eigenvectors unless a normalization is asked: with axes hessian and neither
+    xnorm nor xignore given, both are none; when one is given, the other takes its usual default.
+
+    Example:
+        >>> with_direction_defaults(SurfaceRequest(axes="hessian")).xnorm
+        ''
+    """
+    fill = {k: v for k, v in DIRECTION_DEFAULTS.items() if getattr(req, k) is None}
+    if (req.axes or DIRECTION_DEFAULTS["axes"]) == "hessian" and req.xnorm is None and req.xignore is None:
+        fill.update(xnorm="", xignore="")
+    return replace(req, **fill)
 
 
 @dataclass
@@ -158,16 +187,20 @@ def default_opt_file(model_file: str) -> Optional[str]:
     return os.path.join(folder, "opt_state_" + name[len("model_"):]) if name.startswith("model_") else None
 
 
-def _axes_kind(req: SurfaceRequest, model_file: str, comm: Any) -> tuple[str, str]:
-    """The DirectionSpec kind and details (JSON) the request's axes ask for."""
+def _axes_kind(req: SurfaceRequest, model_file: str, comm: Any, *, details: bool = True) -> tuple[str, str]:
+    """The DirectionSpec kind and details (JSON) the request's axes ask for (`req` with its defaults filled
+    in); `details` False skips them (nothing will be made), and the optimizer state with them."""
     if req.model_file2:
         return "target", ""
     if req.axes == "random":
         return "random", ""
     if req.axes == "hessian":
         return "hessian", json.dumps({"params": req.hessian_params, "tol": req.hessian_tol, "seed": req.hessian_seed,
-                                      "eig_on": "train", "loss_name": req.loss_name}, sort_keys=True)
+                                      "eig_on": "train", "loss_name": req.loss_name}, sort_keys=True) if details else ""
     if req.axes == "adam":
+        kind = ADAMEQ if req.adam_mode == "adameq" else "adam"
+        if not details:
+            return kind, ""
         opt_file = req.opt_file or default_opt_file(model_file)
         if opt_file is None:
             raise DirectionError(f"--axes adam: cannot derive the optimizer state from {model_file} (not model_E.t7); "
@@ -176,9 +209,33 @@ def _axes_kind(req: SurfaceRequest, model_file: str, comm: Any) -> tuple[str, st
             raise DirectionError(f"--axes adam: optimizer state {opt_file} not found (training with --optimizer "
                                  f"adam writes opt_state_E.t7 beside model_E.t7); give --opt_file")
         sha = root_first(comm, lambda: models.file_sha256(opt_file), share=True)
-        return (ADAMEQ if req.adam_mode == "adameq" else "adam",
-                json.dumps({"opt_file": opt_file, "opt_sha256": sha, "eps": req.adam_eps}, sort_keys=True))
+        return kind, json.dumps({"opt_file": opt_file, "opt_sha256": sha, "eps": req.adam_eps}, sort_keys=True)
     raise DirectionError(f"unknown --axes {req.axes!r}: expected random, hessian or adam")
+
+
+def _checksum(flag: str, path: Optional[str], comm: Any) -> str:
+    """SHA-256 of the file a direction flag names ("" for none), computed on rank 0 and shared."""
+    if not path:
+        return ""
+
+    def _sha() -> str:
+        if not os.path.isfile(path):
+            raise DirectionError(f"{flag} {path} does not exist")
+        return models.file_sha256(path)
+    return root_first(comm, _sha, share=True)
+
+
+def _asked(req: SurfaceRequest, kind: str, checksums: dict[str, str]) -> dict[str, Any]:
+    """What the request asks of an existing direction file it names: only the settings given (not None),
+    keyed as `net_plotter.direction_identity` keys them; the kind when --axes or --model_file2 is given."""
+    out: dict[str, Any] = {}
+    if req.axes is not None or req.model_file2:
+        out["kind"] = "adam" if kind == ADAMEQ else kind
+    out.update((label, getattr(req, name)) for name, label in _ASKED_LABELS if getattr(req, name) is not None)
+    if req.same_dir:
+        out["--same_dir"] = True
+    out.update((flag, sha) for flag, sha in checksums.items() if sha)
+    return out
 
 
 @dataclass
@@ -229,7 +286,11 @@ def load_model_and_data(*, model: str, model_file: Optional[str], dataset: Optio
         model_file = DEFAULT_TRAINED.format(model=model, epochs=EMBEDDED_EPOCHS)
         root_first(comm, lambda: embedded.ensure_checkpoint(model_file, model, full.train.inputs,
                                                             full.train.targets, epochs=EMBEDDED_EPOCHS, log=log))
-    net = everywhere(comm, lambda: models.load_model(model, model_file, num_classes=data.num_classes))
+    def _load_model():
+        faults.fire("setup", rank)
+        return models.load_model(model, model_file, num_classes=data.num_classes)
+
+    net = everywhere(comm, _load_model, log=log)
     sha = root_first(comm, lambda: models.file_sha256(model_file), share=True)
     log(f"model: {model} from {model_file} ({models.describe(net)['parameters']:,} parameters)")
     return LoadedModel(device, dataset, data, net, model_file, sha)
@@ -245,16 +306,30 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
     dataset = loaded.dataset
     rank = 0 if comm is None else comm.Get_rank()
 
+    given = req
+    req = with_direction_defaults(req)
+    if given.axes in ("hessian", "adam") and (given.ynorm is not None or given.yignore is not None):
+        raise DirectionError(f"--ynorm/--yignore do not apply to --axes {given.axes}: --xnorm/--xignore "
+                             f"normalize both axes")
     two_d = req.y is not None
-    kind, details = _axes_kind(req, model_file, comm)
+    # An explicit --dir_file that exists is checked against the direction flags given, not made: rank 0 looks.
+    reuse_named = req.dir_file is not None and root_first(comm, lambda: os.path.exists(req.dir_file), share=True)
+    kind, details = _axes_kind(req, model_file, comm, details=not reuse_named)
+    checksums = {flag: _checksum(flag, path, comm) for flag, path in
+                 (("--model_file2", req.model_file2), ("--model_file3", req.model_file3))}
     spec = DirectionSpec(dir_type=req.dir_type, kind=kind, xnorm=req.xnorm, xignore=req.xignore, ynorm=req.ynorm,
                          yignore=req.yignore, seed=req.seed, idx=req.idx, two_d=two_d, same_dir=req.same_dir,
                          model_file=model_file, model_sha256=model_sha, model_file2=req.model_file2 or "",
-                         model_file3=req.model_file3 or "", details=details)
+                         model_file3=req.model_file3 or "", details=details,
+                         model2_sha256=checksums["--model_file2"], model3_sha256=checksums["--model_file3"])
     if spec.kind == "target":
         spec = replace(spec, xnorm="", xignore="", ynorm="" if req.model_file3 else req.ynorm,
                        yignore="" if req.model_file3 else req.yignore)
     dir_file = req.dir_file or default_dir_file(spec)
+    # A default-named file must hold exactly `spec`'s directions; a named one, what the flags given ask.
+    asked = None
+    if req.dir_file is not None:
+        asked = _asked(given, kind, {**checksums, "--opt_file": _checksum("--opt_file", given.opt_file, comm)})
 
     def _make_dirs() -> Directions:
         m2 = models.load_model(req.model, req.model_file2, data.num_classes) if req.model_file2 else None
@@ -263,18 +338,18 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
         if spec.kind == "hessian" and not os.path.exists(dir_file):
             hdata = DeviceSplit.put(data.train.inputs, data.train.targets, device)
             log(f"computing the top Hessian eigenvectors on {len(data.train)} train examples")
-        d = setup_directions(dir_file, model, spec, model2=m2, model3=m3, hessian_data=hdata,
+        d = setup_directions(dir_file, model, spec, model2=m2, model3=m3, hessian_data=hdata, asked=asked,
                              strict_model=req.dir_file is None, log=log)
-        if d.spec.kind == "hessian":
-            info = json.loads(d.spec.details)
-            log(f"Hessian eigenvalues of the axes: {', '.join(f'{v:.6g}' for v in info.get('eigenvalues', []))}")
+        line = describe_axes(d.spec)
+        if line:
+            log(line)
         if d.y is not None:
             log(f"cosine similarity of x and y: {d.cosine():.6f}")
         return d
 
     root_dirs = root_first(comm, _make_dirs)  # rank 0 writes the file, then the others read it
     directions = everywhere(comm, lambda: root_dirs if rank == 0 else open_directions(
-        dir_file, model, spec, strict_model=req.dir_file is None, log=log))
+        dir_file, model, spec, asked=asked, strict_model=req.dir_file is None, log=log))
 
     grid = Grid(req.x, req.y)
     surf_file = req.surf_file or default_surf_file(dir_file, dataset, grid, req)
@@ -302,7 +377,7 @@ def run(job: PreparedJob, *, comm: Any = None, progress: bool = True, log: Calla
     common = dict(model_name=job.request.model, model_sha256=job.model_sha256, model_file=job.model_file,
                   dir_file=job.dir_file, data_split=job.request.data_split, split_idx=job.request.split_idx,
                   device=job.device, comm=comm, flush_every=job.request.flush_every,
-                  chunk_size=job.request.chunk_size, progress=_progress)
+                  chunk_size=job.request.chunk_size, progress=_progress, log=log)
     try:
         if eigen is not None:
             from hessian_map import compute_eigen_surface

@@ -51,9 +51,10 @@ def test_serial_run_writes_every_task_and_flushes_at_the_end():
     tasks = [(i, ("train",)) for i in range(10)]
     sink = ListSink()
     seen = []
-    n = run_tasks(tasks, lambda chunk: [(f, {"train": (f * 1.0, 0.0)}) for f, _ in chunk], sink,
-                  chunk_size=3, flush_every=1e9, progress=seen.append)
-    assert n == 10 and sorted(sink.written) == list(range(10))
+    stats = run_tasks(tasks, lambda chunk: [(f, {"train": (f * 1.0, 0.0)}) for f, _ in chunk], sink,
+                      chunk_size=3, flush_every=1e9, progress=seen.append)
+    assert stats.computed == stats.written == 10 and sorted(sink.written) == list(range(10))
+    assert stats.duplicates == 0 and not stats.lost
     assert sum(seen) == 10 and sink.flushed >= 1
 
 
@@ -76,3 +77,21 @@ def test_collectives_without_mpi_just_call():
     with pytest.raises(ZeroDivisionError):
         everywhere(None, lambda: 1 / 0)
     assert issubclass(PeerFailed, RuntimeError)
+
+
+def test_fault_specs_are_checked():
+    import faults
+    assert faults._parse("") is None
+    assert faults._parse("2:midrun:exception") == (2, "midrun", "exception", 2)
+    assert faults._parse("0:flush:sigstop:3") == (0, "flush", "sigstop", 3)
+    for bad in ("2:middle:exception", "2:midrun:explode", "2:midrun"):
+        with pytest.raises(ValueError, match="RANK:PHASE:ACTION"):
+            faults._parse(bad)
+
+
+def test_an_interrupt_is_not_an_exception_of_the_computation():
+    # `except Exception` on the way (a set-up step, a worker's compute) must not swallow a signal.
+    from scheduler import RunInterrupted
+    assert not issubclass(RunInterrupted, Exception)
+    with pytest.raises(RunInterrupted):
+        everywhere(None, lambda: (_ for _ in ()).throw(RunInterrupted(15)))
