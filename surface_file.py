@@ -13,18 +13,28 @@ Schema (format_version 1), readable by the original tool's scripts:
   is no sentinel: a loss of 0 or NaN is a real value; unwritten points hold NaN.
 - ``dir_file``: the direction file's path (scalar string, as in the original).
 - root attributes: ``format``, ``format_version``, the job (grid, direction checksum, model and
-  its checksum, dataset and split, loss, precision, BN recalibration) and provenance (code
-  version, files, world sizes of the runs).
+  its checksum, dataset and split, loss, precision, BN recalibration: batches, batch size and sample
+  count) and provenance (code version, files, and ``runs``: one entry per run that opened the file).
+
+Crash consistency. HDF5 does not survive a kill in the middle of a change to its structure, so the
+structure of a surface file is never changed in place: creating it, adding a value group and appending
+to ``runs`` write a complete new version to a temporary file beside it (``<file>.tmp-<host>-<pid>``),
+fsync it and `os.replace` it over the old one, so the file on disk is always the old version or the
+new one. Every dataset is contiguous and allocated when it is made; after that, `SurfaceFile.flush`
+only overwrites raw data in place (values, fsync, then done flags, fsync).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
+import socket
+import stat
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import h5py
 import numpy as np
@@ -37,10 +47,19 @@ FORMAT_VERSION = 1
 GROUP_DATASETS = {"train": ("train_loss", "train_acc"), "test": ("test_loss", "test_acc"),
                   "eig": ("max_eig", "min_eig")}
 GROUPS = tuple(GROUP_DATASETS)
+MAX_RUNS = 200  # entries of the run history kept (an HDF5 attribute holds at most 64 kB)
+STALE_TEMP_SECONDS = 24 * 3600  # a temporary file this old is a crash's leftover, whoever made it
+_BN_FIELDS = ("bn_recalibrate", "bn_batch_size", "bn_samples")
 
 
 class SurfaceError(ValueError):
     """A surface file that cannot be used as asked; the message is one line."""
+
+
+def _num(v: float) -> str:
+    """`v` in few digits where they are exact (``-1``, ``0.5``), else in full (``1.0000004``)."""
+    short = f"{float(v):g}"
+    return short if float(short) == float(v) else repr(float(v))
 
 
 @dataclass(frozen=True)
@@ -77,7 +96,9 @@ class Axis:
         return np.linspace(self.min, self.max, self.num)
 
     def __str__(self) -> str:
-        return f"{self.min:g}:{self.max:g}:{self.num}"
+        """``-1:1:51``; an end that ``:g`` would round is written in full (``-1:1.0000004:5``), so the
+        text parses back to the same coordinates."""
+        return f"{_num(self.min)}:{_num(self.max)}:{self.num}"
 
 
 @dataclass(frozen=True)
@@ -113,7 +134,12 @@ class Grid:
 
 @dataclass(frozen=True)
 class SurfaceJob:
-    """What a surface file holds values of. Reopening it for a different job is refused."""
+    """What a surface file holds values of. Reopening it for a different job is refused.
+
+    The grid is compared as exact float64 coordinates. BN recalibration is part of the job as the
+    batches, their size and the samples they cover (`bn_fields`), because those decide the statistics;
+    without recalibration the batch size only changes float rounding and is recorded per run instead.
+    """
 
     grid: Grid
     directions_sha256: str
@@ -127,7 +153,24 @@ class SurfaceJob:
     loss_name: str = "crossentropy"
     precision: str = "fp32"
     bn_recalibrate: int = 0
+    bn_batch_size: int = 0
+    bn_samples: int = 0
     hessian: str = ""  # eigenvalue maps: how the eigenvalues are computed (set, parameters, tolerance)
+
+    @staticmethod
+    def bn_fields(batches: int, batch_size: int, n_train: int) -> dict:
+        """The job's BN recalibration fields for `batches` batches of `batch_size` out of `n_train` samples.
+
+        Example:
+            >>> SurfaceJob.bn_fields(2, 128, 1397)
+            {'bn_recalibrate': 2, 'bn_batch_size': 128, 'bn_samples': 256}
+            >>> SurfaceJob.bn_fields(0, 1024, 1397)  # off: the batch size is no part of the job
+            {'bn_recalibrate': 0, 'bn_batch_size': 0, 'bn_samples': 0}
+        """
+        if batches <= 0:
+            return {"bn_recalibrate": 0, "bn_batch_size": 0, "bn_samples": 0}
+        return {"bn_recalibrate": int(batches), "bn_batch_size": int(batch_size),
+                "bn_samples": int(min(batches * batch_size, n_train))}
 
     def attrs(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "grid"}
@@ -148,6 +191,14 @@ class Provenance:
     extra: dict = field(default_factory=dict)
 
 
+def _show(v) -> str:
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.generic):
+        v = v.item()
+    return repr(v) if isinstance(v, str) else str(v)
+
+
 def _differences(found: dict, wanted: dict) -> list[str]:
     diffs = []
     for key, want in wanted.items():
@@ -155,107 +206,340 @@ def _differences(found: dict, wanted: dict) -> list[str]:
         if isinstance(want, float) or isinstance(have, float):
             same = have is not None and float(have) == float(want)
         else:
-            same = str(have) == str(want)
+            same = _show(have) == _show(want)
         if not same:
-            diffs.append(f"{key} is {have!r} in the file but {want!r} now")
+            diffs.append(f"{key} is {_show(have)} in the file but {_show(want)} now")
     return diffs
+
+
+def _axis_text(coords: Optional[np.ndarray]) -> str:
+    if coords is None:
+        return "none"
+    if coords.size == 0:
+        return "empty"
+    return f"'{_num(coords[0])}:{_num(coords[-1])}:{coords.size}'"
+
+
+def _grid_differences(f: h5py.File, grid: Grid) -> list[str]:
+    """Stored coordinates against the grid's linspace, compared exactly (a :g string would hide 1e-7)."""
+    diffs = []
+    for key, name, axis in (("x", "xcoordinates", grid.x), ("y", "ycoordinates", grid.y)):
+        have = np.asarray(f[name][()], dtype=float).ravel() if name in f else None
+        want = None if axis is None else axis.coordinates()
+        if have is None and want is None:
+            continue
+        if have is None or want is None or not np.array_equal(have, want):
+            diffs.append(f"{key} is {_axis_text(have)} in the file but {_axis_text(want)} now")
+    return diffs
+
+
+def _runs(f: Optional[h5py.File]) -> list:
+    if f is None or "runs" not in f.attrs:
+        return []
+    try:
+        runs = json.loads(f.attrs["runs"])
+    except (TypeError, ValueError):
+        return []
+    return runs if isinstance(runs, list) else []
+
+
+def _legacy_bn(found: dict, wanted: dict, f: h5py.File) -> None:
+    """Files made before the BN batch size and sample count were recorded: the batch size is read from the
+    run history (every run records its own), and the sample count follows from it and the data."""
+    if int(found.get("bn_recalibrate") or 0) <= 0:
+        return
+    sizes = sorted({int(r["batch_size"]) for r in _runs(f) if isinstance(r, dict) and "batch_size" in r})
+    found["bn_batch_size"] = sizes[0] if len(sizes) == 1 else ("/".join(map(str, sizes)) or "unknown")
+    found["bn_samples"] = wanted["bn_samples"]  # not recorded; equal whenever batches and batch size are
+
+
+def _group_state(f: h5py.File, group: str, grid: Grid) -> str:
+    """``complete`` (values and mask of the grid's shape), ``absent``, or ``broken`` (half made by an older
+    version killed while adding it, or otherwise unusable: dropped and made again)."""
+    names = (*GROUP_DATASETS[group], f"{group}_done")
+    present = [n for n in names if n in f]
+    if not present:
+        return "absent"
+    ok = len(present) == len(names) and all(isinstance(f[n], h5py.Dataset) and f[n].shape == grid.shape
+                                            for n in names)
+    return "complete" if ok else "broken"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Opening HDF5 files with one-line errors, atomic replacement, leftovers of killed runs
+# ----------------------------------------------------------------------------------------------------------
+
+def _h5_reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    if "(" in text and text.endswith(")"):
+        text = text[text.index("(") + 1:-1]  # "Unable to synchronously open file (truncated file: ...)"
+    return text or type(e).__name__
+
+
+def _open_hdf5(path: str, *, writing: bool = False) -> h5py.File:
+    """`path` opened read-only, or a SurfaceError saying what the file is instead and what to do."""
+    kept = " (it was left unchanged)" if writing else ""
+    if os.path.isdir(path):
+        raise SurfaceError(f"{path} is a folder, not a surface file: give a file name")
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise SurfaceError(f"cannot read surface file {path}: {e.strerror or e}") from None
+    if size == 0:
+        raise SurfaceError(f"{path} is empty (0 bytes), not a surface file: delete it, or choose another "
+                           f"--surf_file")
+    if not h5py.is_hdf5(path):
+        raise SurfaceError(f"{path} is not an HDF5 file, so not a surface file: choose another --surf_file or "
+                           f"move it away{kept}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise SurfaceError(f"{path} is a damaged or truncated HDF5 file ({_h5_reason(e)}): delete it or move it "
+                           f"away to start over{kept}") from None
+
+
+def _host() -> str:
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in socket.gethostname()) or "host"
+
+
+def _temp_name(target: str) -> str:
+    return f"{target}.tmp-{_host()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as s:
+            return s.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except (OSError, IndexError):
+        return True
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def remove_stale_temp_files(target: str) -> list[str]:
+    """Removes the temporary files of `target` that killed runs left: those of dead processes on this host
+    (and this process's own), and any older than `STALE_TEMP_SECONDS` (another host's, on a shared
+    folder). Returns the paths removed."""
+    prefix = f"{target}.tmp"
+    removed = []
+    for name in glob.glob(glob.escape(target) + ".tmp*"):
+        rest = name[len(prefix):]
+        if rest.startswith("-"):
+            host, _, pid = rest[1:].rpartition("-")
+        else:
+            host, pid = _host(), rest  # ``<file>.tmp<pid>`` of older versions
+        if not pid.isdigit():
+            continue
+        try:
+            age = time.time() - os.path.getmtime(name)
+        except OSError:
+            continue
+        local = host == _host()
+        if (local and (int(pid) == os.getpid() or not _alive(int(pid)))) or age > STALE_TEMP_SECONDS:
+            _unlink_quietly(name)
+            removed.append(name)
+    return removed
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_with(target: str, build: Callable[[h5py.File], object], *, shown: str) -> object:
+    """Writes a new version of `target` with `build` into a temporary file beside it, fsyncs it and
+    renames it over `target` (then fsyncs the folder): a kill at any moment leaves the old version or the
+    new one. Returns what `build` returned."""
+    tmp = _temp_name(target)
+    mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else None
+    try:
+        with h5py.File(tmp, "w") as new:
+            result = build(new)
+        _fsync_path(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException as e:
+        _unlink_quietly(tmp)
+        if isinstance(e, (OSError, RuntimeError)):
+            raise SurfaceError(f"cannot write surface file {shown}: {_h5_reason(e)} (the file on disk is "
+                               f"unchanged)") from None
+        raise
+    try:
+        _fsync_path(os.path.dirname(target))  # the rename itself survives a power failure
+    except OSError:
+        pass  # folders cannot be opened on some systems; the rename is still atomic
+    return result
+
+
+def _values_dataset(f: h5py.File, name: str, data: np.ndarray, dtype: str) -> None:
+    # Contiguous and written now, so its storage is allocated: later writes touch only its raw data.
+    f.create_dataset(name, data=np.ascontiguousarray(data, dtype=dtype), dtype=dtype, track_times=False)
+
+
+def _add_group(f: h5py.File, group: str, grid: Grid) -> None:
+    for name in GROUP_DATASETS[group]:
+        _values_dataset(f, name, np.full(grid.shape, np.nan), "f8")
+    _values_dataset(f, f"{group}_done", np.zeros(grid.shape), "u1")
+
+
+def _new_version(new: h5py.File, old: Optional[h5py.File], job: SurfaceJob, groups: list[str],
+                 provenance: Provenance) -> list[str]:
+    """Fills `new` with `old`'s contents (or a fresh file's), the job's attributes, the groups asked for and
+    one more run in the history. Returns the groups that were broken and are dropped or made again."""
+    broken = []
+    if old is None:
+        new.attrs["format"] = FORMAT
+        new.attrs["format_version"] = FORMAT_VERSION
+        new.attrs["code_version"] = code_version()
+        new.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        new.attrs["ndim"] = job.grid.ndim
+        new.attrs["orientation"] = ("1D: value[i] at x[i]" if job.grid.ndim == 1 else
+                                    "2D: value[j, i] at (x[i], y[j]), rows are y (np.meshgrid order)")
+        new.attrs["model_file"] = provenance.model_file
+        for key, value in provenance.extra.items():
+            new.attrs[key] = value
+        new["dir_file"] = provenance.dir_file
+        new.create_dataset("xcoordinates", data=job.grid.x.coordinates(), track_times=False)
+        if job.grid.y is not None:
+            new.create_dataset("ycoordinates", data=job.grid.y.coordinates(), track_times=False)
+    else:
+        for key, value in old.attrs.items():
+            new.attrs[key] = value
+        in_groups = {n for g in GROUPS for n in (*GROUP_DATASETS[g], f"{g}_done")}
+        for name in old:
+            if name not in in_groups:
+                old.copy(old[name], new, name=name)
+        for g in GROUPS:
+            state = _group_state(old, g, job.grid)
+            if state == "broken":
+                broken.append(g)
+            elif state == "complete":
+                for name in GROUP_DATASETS[g]:
+                    _values_dataset(new, name, old[name][()], "f8")
+                _values_dataset(new, f"{g}_done", old[f"{g}_done"][()], "u1")
+    for key, value in job.attrs().items():  # exact grid text; fields recorded since the file was made
+        new.attrs[key] = value
+    for g in groups:
+        if f"{g}_done" not in new:
+            _add_group(new, g, job.grid)
+    run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "world_size": provenance.world_size,
+           "batch_size": provenance.batch_size, "device": provenance.device, "code_version": code_version()}
+    if broken:
+        run["repaired"] = broken
+    runs = _runs(old) + [run]
+    if len(runs) > MAX_RUNS:  # keep the first run and the latest ones
+        new.attrs["runs_omitted"] = int(new.attrs.get("runs_omitted", 0)) + len(runs) - MAX_RUNS
+        runs = runs[:1] + runs[len(runs) - MAX_RUNS + 1:]
+    new.attrs["runs"] = json.dumps(runs)
+    return broken
 
 
 class SurfaceFile:
     """A surface file opened for writing by one process (rank 0).
 
-    Values are buffered and written by `flush`: first the values, an HDF5 flush, then the done
-    flags and another flush, so a crash at any moment leaves only points whose values are on disk
-    marked done. Datasets are contiguous and allocated at creation, so later writes never change the
-    file's structure.
+    Values are buffered and written by `flush`: first the values, an HDF5 flush and an fsync, then the
+    done flags, a flush and an fsync, so a kill, a crash or a power failure at any moment leaves only
+    points whose values are on disk marked done. The structure (datasets, attributes) is settled when
+    the file is opened (see the module notes); flushes only overwrite allocated raw data.
     """
 
-    def __init__(self, path: str, handle: h5py.File, job: SurfaceJob):
+    def __init__(self, path: str, handle: h5py.File, job: SurfaceJob, repaired: Iterable[str] = ()):
         self.path = path
         self._f = handle
         self.job = job
+        self.repaired = tuple(repaired)  # groups found half made (older versions) and made again
         self._buffer: dict[int, dict[str, tuple[float, ...]]] = {}
-        self._done = {g: np.asarray(handle[f"{g}_done"][()]).astype(bool) for g in GROUPS if f"{g}_done" in handle}
+        groups = [g for g in GROUPS if f"{g}_done" in handle]
+        # In-memory copies of what is on disk (one writer), so a flush writes whole blocks of rows.
+        self._done = {g: np.asarray(handle[f"{g}_done"][()]).astype(bool) for g in groups}
+        self._values = {n: np.array(handle[n][()], dtype=float) for g in groups for n in GROUP_DATASETS[g]}
 
     # -- opening ------------------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str, job: SurfaceJob, groups: Iterable[str], provenance: Provenance) -> "SurfaceFile":
-        """Creates the file, or reopens it to resume the same job (refusing a different one)."""
+        """Creates the file, or reopens it to resume the same job (refusing a different one).
+
+        Each open writes a new version of the file atomically (adding groups, recording the run);
+        a file of another program, a damaged one or one of another job is refused with one line and
+        left unchanged.
+        """
         groups = list(groups)
         bad = [g for g in groups if g not in GROUPS]
         if bad:
             raise SurfaceError(f"unknown value group {bad[0]!r}: expected one of {', '.join(GROUPS)}")
-        folder = os.path.dirname(os.path.abspath(path))
+        target = os.path.realpath(path)  # through a link, replace the file it points at
+        folder = os.path.dirname(target)
         if not os.path.isdir(folder):
             raise SurfaceError(f"cannot write surface file {path}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             raise SurfaceError(f"cannot write surface file {path}: folder {folder} is not writable")
-        if not os.path.exists(path):
-            cls._create(path, job, provenance)
+        remove_stale_temp_files(target)
+        if not os.path.lexists(target):
+            broken = _replace_with(target, lambda new: _new_version(new, None, job, groups, provenance), shown=path)
+        else:
+            with _open_hdf5(path, writing=True) as old:
+                try:
+                    cls._check_job(path, old, job)
+                except (OSError, KeyError, RuntimeError) as e:
+                    raise SurfaceError(f"{path} is a damaged surface file ({_h5_reason(e)}): delete it or move "
+                                       f"it away to start over (it was left unchanged)") from None
+                broken = _replace_with(target, lambda new: _new_version(new, old, job, groups, provenance),
+                                       shown=path)
         try:
-            handle = h5py.File(path, "r+")
+            handle = h5py.File(target, "r+")
         except OSError as e:
-            raise SurfaceError(f"cannot open surface file {path} for writing: {e}") from None
+            raise SurfaceError(f"cannot open surface file {path} for writing: {_h5_reason(e)}") from None
         try:
-            cls._check_job(path, handle, job)
-            for g in groups:
-                if f"{g}_done" not in handle:
-                    cls._add_group(handle, g, job.grid)
-            runs = json.loads(handle.attrs.get("runs", "[]"))
-            runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "world_size": provenance.world_size,
-                         "batch_size": provenance.batch_size, "device": provenance.device,
-                         "code_version": code_version()})
-            handle.attrs["runs"] = json.dumps(runs)
-            handle.flush()
+            return cls(path, handle, job, broken)
         except BaseException:
             handle.close()
             raise
-        return cls(path, handle, job)
-
-    @staticmethod
-    def _create(path: str, job: SurfaceJob, provenance: Provenance) -> None:
-        tmp = f"{path}.tmp{os.getpid()}"
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
-                f.attrs["code_version"] = code_version()
-                f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-                f.attrs["ndim"] = job.grid.ndim
-                f.attrs["orientation"] = ("1D: value[i] at x[i]" if job.grid.ndim == 1 else
-                                          "2D: value[j, i] at (x[i], y[j]), rows are y (np.meshgrid order)")
-                for key, value in job.attrs().items():
-                    f.attrs[key] = value
-                f.attrs["model_file"] = provenance.model_file
-                for key, value in provenance.extra.items():
-                    f.attrs[key] = value
-                f["dir_file"] = provenance.dir_file
-                f.create_dataset("xcoordinates", data=job.grid.x.coordinates())
-                if job.grid.y is not None:
-                    f.create_dataset("ycoordinates", data=job.grid.y.coordinates())
-        except OSError as e:
-            raise SurfaceError(f"cannot create surface file {path}: {e}") from None
-        os.replace(tmp, path)
-
-    @staticmethod
-    def _add_group(f: h5py.File, group: str, grid: Grid) -> None:
-        for name in GROUP_DATASETS[group]:
-            f.create_dataset(name, data=np.full(grid.shape, np.nan), dtype="f8")
-        f.create_dataset(f"{group}_done", data=np.zeros(grid.shape, dtype=np.uint8))
 
     @staticmethod
     def _check_job(path: str, f: h5py.File, job: SurfaceJob) -> None:
         if f.attrs.get("format") != FORMAT:
-            raise SurfaceError(f"{path} exists but is not a surface file of this tool (written by the original "
-                               f"tool?); choose another --surf_file or move it away")
+            if "xcoordinates" in f:
+                raise SurfaceError(f"{path} exists but is not a surface file of this tool (written by the original "
+                                   f"tool?); choose another --surf_file or move it away (it was left unchanged)")
+            raise SurfaceError(f"{path} is an HDF5 file of another program, not a surface file; choose another "
+                               f"--surf_file or move it away (it was left unchanged)")
         version = int(f.attrs.get("format_version", -1))
         if version != FORMAT_VERSION:
-            raise SurfaceError(f"{path} has format_version {version}; this code writes {FORMAT_VERSION}")
+            raise SurfaceError(f"{path} has format_version {version}; this code writes {FORMAT_VERSION}: use the "
+                               f"version that made it, or another --surf_file")
+        if "xcoordinates" not in f:
+            raise SurfaceError(f"{path} is a damaged surface file (it has no xcoordinates): delete it or move it "
+                               f"away to start over")
+        diffs = _grid_differences(f, job.grid)
         # An attribute added to the job after a file was made reads as its default (files stay resumable).
-        defaults = {f.name: f.default for f in fields(SurfaceJob) if f.default is not MISSING}
-        found = {k: f.attrs.get(k, defaults.get(k)) for k in job.attrs()}
-        diffs = _differences(found, job.attrs())
+        defaults = {fl.name: fl.default for fl in fields(SurfaceJob) if fl.default is not MISSING}
+        wanted = {k: v for k, v in job.attrs().items() if k not in ("x", "y")}
+        found = {k: f.attrs.get(k, defaults.get(k)) for k in wanted}
+        if "bn_samples" not in f.attrs:
+            _legacy_bn(found, wanted, f)
+        bn_diffs = _differences({k: found[k] for k in _BN_FIELDS}, {k: wanted[k] for k in _BN_FIELDS})
+        diffs += _differences(found, wanted)
+        had = found["bn_batch_size"]
+        if bn_diffs and job.bn_recalibrate > 0 and isinstance(had, (int, np.integer)) and had > 0 \
+                and _show(found["bn_recalibrate"]) == _show(job.bn_recalibrate):
+            diffs.append(f"BN statistics are estimated from --bn_recalibrate batches of --batch_size: give "
+                         f"--batch_size {_show(had)} to resume")
         if diffs:
             raise SurfaceError(f"{path} holds a different job ({'; '.join(diffs)}): use another --surf_file "
                                f"or delete it to start over")
@@ -284,24 +568,42 @@ class SurfaceFile:
         self._buffer.setdefault(int(flat), {}).update(values)
 
     def flush(self) -> int:
-        """Writes buffered points crash-safely (values, flush, done flags, flush); returns how many."""
+        """Writes buffered points durably: values, flush, fsync; then done flags, flush, fsync. Returns how many."""
         if not self._buffer:
             return 0
         items = sorted(self._buffer.items())
+        rows: dict[str, list[int]] = {}
         for flat, values in items:
             idx = self.job.grid.index(flat)
             for g, vals in values.items():
                 for name, v in zip(GROUP_DATASETS[g], vals, strict=True):
-                    self._f[name][idx] = v
+                    self._values[name][idx] = v
+                rows.setdefault(g, []).append(idx[0])
+        for g, touched in rows.items():
+            for name in GROUP_DATASETS[g]:
+                self._write_rows(name, self._values[name], touched)
         self._f.flush()
+        self._fsync()
         for flat, values in items:
             idx = self.job.grid.index(flat)
             for g in values:
-                self._f[f"{g}_done"][idx] = 1
                 self._done[g][idx] = True
+        for g, touched in rows.items():
+            self._write_rows(f"{g}_done", self._done[g], touched, dtype=np.uint8)
         self._f.flush()
+        self._fsync()
         self._buffer.clear()
         return len(items)
+
+    def _write_rows(self, name: str, array: np.ndarray, first: list[int], dtype=None) -> None:
+        """One write of the block of rows (2D) or elements (1D) from the lowest to the highest touched;
+        the untouched ones in between are rewritten with what they already hold."""
+        lo, hi = min(first), max(first) + 1
+        block = array[lo:hi]
+        self._f[name][lo:hi] = block if dtype is None else block.astype(dtype)
+
+    def _fsync(self) -> None:
+        os.fsync(self._f.id.get_vfd_handle())  # the sec2 driver's file descriptor
 
     def close(self) -> None:
         if self._f.id.valid:
@@ -345,8 +647,8 @@ def read_surface(path: str) -> Surface:
     Files of the original tool have no done masks and use -1 for points never computed: those
     loss and accuracy values are read as NaN (a square grid's orientation is the same as ours).
     """
-    try:
-        with h5py.File(path, "r") as f:
+    with _open_hdf5(path) as f:
+        try:
             if "xcoordinates" not in f:
                 raise SurfaceError(f"{path} is not a surface file: it has no 'xcoordinates'")
             x = np.asarray(f["xcoordinates"][()], dtype=float)
@@ -358,9 +660,11 @@ def read_surface(path: str) -> Surface:
                 if name.endswith(("_loss", "_acc", "_eig")) and isinstance(f[name], h5py.Dataset):
                     arr = np.array(f[name][()], dtype=float)
                     done = f"{group_of.get(name, name.split('_')[0])}_done"
-                    if ours and done in f:
+                    if ours and done not in f:
+                        continue  # half made by an older version killed while adding it: nothing computed
+                    if ours:
                         arr[np.asarray(f[done][()]) == 0] = np.nan
-                    elif not ours and name.endswith(("_loss", "_acc")):
+                    elif name.endswith(("_loss", "_acc")):
                         arr[arr == -1] = np.nan  # the original's "not computed" (no loss or accuracy is -1)
                     values[name] = arr
             if not ours and "max_eig" in values and "min_eig" in values:
@@ -375,8 +679,8 @@ def read_surface(path: str) -> Surface:
             if "dir_file" in f:
                 d = f["dir_file"][()]
                 attrs["dir_file"] = d.decode() if isinstance(d, bytes) else str(d)
-    except OSError as e:
-        raise SurfaceError(f"cannot read surface file {path}: {e}") from None
+        except (OSError, KeyError, RuntimeError) as e:
+            raise SurfaceError(f"cannot read surface file {path}: {_h5_reason(e)}") from None
     return Surface(path, x, y, values, attrs, original_layout=not ours)
 
 
