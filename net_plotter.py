@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -42,6 +42,8 @@ class DirectionSpec:
     (a training path's principal components), or ``file`` (read from a file that recorded nothing, such as
     one the original tool wrote). ``details`` is a JSON object with what a kind needs beyond the common
     fields (the Hessian's settings and eigenvalues; the optimizer file, its checksum, mode and eps).
+    ``model2_sha256``/``model3_sha256`` are the target models' checksums (empty in files written before they
+    were recorded); `direction_identity` says which fields decide the values of each kind.
     """
 
     dir_type: str = "weights"
@@ -59,6 +61,8 @@ class DirectionSpec:
     model_file2: str = ""
     model_file3: str = ""
     details: str = ""
+    model2_sha256: str = ""
+    model3_sha256: str = ""
 
 
 ADAMEQ = "adam-adameq"
@@ -231,7 +235,8 @@ def load_directions(path: str) -> Directions:
             ys = _read_group(f["ydirection"], path) if "ydirection" in f else None
             names = json.loads(f.attrs["names"]) if "names" in f.attrs else [f"#{i}" for i in range(len(xs))]
             if "spec" in f.attrs:
-                spec = DirectionSpec(**json.loads(f.attrs["spec"]))
+                known = {fld.name for fld in dataclasses.fields(DirectionSpec)}  # a later version may add fields
+                spec = DirectionSpec(**{k: v for k, v in json.loads(f.attrs["spec"]).items() if k in known})
             else:
                 spec = DirectionSpec(kind="file", xnorm="", xignore="", two_d=ys is not None)
     except OSError as e:
@@ -352,17 +357,25 @@ class Perturber:
 
 def default_dir_file(spec: DirectionSpec) -> str:
     """A short, readable name next to the model file, e.g.
-    ``model_300.t7.dirs-weights-filter-biasbn-seed123-2d.h5``."""
+    ``model_300.t7.dirs-weights-filter-biasbn-seed123-2d.h5``; unit Hessian eigenvectors are ``...-unit-...``,
+    normalized ones carry their norm and ignore, and non-default solver settings are added."""
     if spec.kind == "target":
         parts = [spec.dir_type, "to-" + os.path.basename(spec.model_file2)]
         if spec.model_file3:
             parts.append("to-" + os.path.basename(spec.model_file3))
     elif spec.kind == "hessian":
-        d = json.loads(spec.details or "{}")
+        d = _details(spec)
         parts = [spec.dir_type, "hessian", d.get("eig_on", "train"),
-                 "dim2plus" if d.get("params") == "dim>1" else "all", spec.xnorm or "nonorm", spec.xignore or "all"]
+                 "dim2plus" if d.get("params") == "dim>1" else "all"]
+        parts += [spec.xnorm or "nonorm", spec.xignore or "all"] if spec.xnorm or spec.xignore else ["unit"]
+        if float(d.get("tol", 1e-4)) != 1e-4:
+            parts.append(f"tol{float(d['tol']):g}")
+        if int(d.get("seed", 0)):
+            parts.append(f"hseed{int(d['seed'])}")
+        if d.get("loss_name", "crossentropy") != "crossentropy":
+            parts.append(d["loss_name"])
     elif spec.kind in ("adam", ADAMEQ):
-        d = json.loads(spec.details or "{}")
+        d = _details(spec)
         parts = [spec.dir_type, "adameq" if spec.kind == ADAMEQ else "adam",
                  os.path.basename(d.get("opt_file", "")), spec.xnorm or "nonorm", spec.xignore or "all"]
         if d.get("eps") is not None:
@@ -418,10 +431,12 @@ def hessian_directions(model: torch.nn.Module, spec: DirectionSpec, data) -> Dir
     """x (and y) = the eigenvectors of the largest Hessian eigenvalues of the mean loss of `model` on `data`.
 
     ``spec.details`` gives ``params`` (all or dim>1), ``tol``, ``seed`` and ``loss_name``; parameters outside
-    the filter get 0. The unit eigenvectors are then normalized as ``xnorm``/``xignore`` say (filter
-    normalization gives them the scale of random directions; ``none`` keeps them unit), and the eigenvalues
-    and solver residuals are added to the returned spec's details. The sign of an eigenvector is arbitrary;
-    the solver fixes it so that its largest entry is positive.
+    the filter get 0. With ``xnorm`` and ``xignore`` both empty the axes are the unit eigenvectors; otherwise
+    they are copies normalized as those say (filter normalization gives them the scale of random directions,
+    and they are no longer eigenvectors). The eigenvalues (always those of the unit eigenvectors), the solver
+    residuals and a sentence saying what the axes are (``axes``, ``eigenvalues_of``) are added to the returned
+    spec's details. The sign of an eigenvector is arbitrary; the solver fixes it so that its largest entry is
+    positive.
     """
     from curvature import HessianOperator, top_eigenpairs
 
@@ -431,7 +446,7 @@ def hessian_directions(model: torch.nn.Module, spec: DirectionSpec, data) -> Dir
         raise DirectionError("Hessian directions need evaluation data")
     d = json.loads(spec.details or "{}")
     op = HessianOperator(model, data, loss_name=d.get("loss_name", "crossentropy"), params=d.get("params", "all"),
-                         batch_size=d.get("batch_size"))
+                         batch_size=d.get("batch_size"), precision=d.get("precision", "fp32"))
     k = 2 if spec.two_d and not spec.same_dir else 1
     res = top_eigenpairs(op, k=k, tol=float(d.get("tol", 1e-4)), seed=int(d.get("seed", 0)))
     weights = ParamVector.from_model(model, "weights").to("cpu", torch.float32)
@@ -446,7 +461,8 @@ def hessian_directions(model: torch.nn.Module, spec: DirectionSpec, data) -> Dir
             normalize_direction_(v, weights, norm=spec.xnorm, ignore=spec.xignore)
         vecs.append(v)
     d.update(eigenvalues=[float(x) for x in res.values], residuals=[float(x) for x in res.residuals],
-             matvecs=int(res.matvecs))
+             matvecs=int(res.matvecs), eigenvalues_of="the unit eigenvectors",
+             axes=_axes_are(spec.xnorm, spec.xignore, "the unit eigenvectors", "eigenvectors"))
     out = dataclasses.replace(spec, details=json.dumps(d, sort_keys=True))
     y = (vecs[0].clone() if spec.same_dir else vecs[1]) if spec.two_d else None
     return Directions(vecs[0], y, out)
@@ -466,26 +482,38 @@ def _adam_directions(model: torch.nn.Module, spec: DirectionSpec) -> Directions:
     except AdamDirectionError as e:
         raise DirectionError(str(e)) from None
     d.update(adam_record(state, mode=mode, eps=d.get("eps"), opt_sha256=d.get("opt_sha256", "")))
+    raw = "m / (sqrt(v) + eps)" if mode == "adameq" else "the moments m and v"
+    d["axes"] = _axes_are(spec.xnorm, spec.xignore, raw, "the raw " + ("update direction" if mode == "adameq"
+                                                                         else "moments"))
     out = dataclasses.replace(spec, details=json.dumps(d, sort_keys=True))
     return Directions(dirs.x, dirs.y if spec.two_d else None, out)
 
 
 def setup_directions(path: str, model: torch.nn.Module, spec: DirectionSpec, *,
                      model2: Optional[torch.nn.Module] = None, model3: Optional[torch.nn.Module] = None,
-                     hessian_data=None, strict_model: bool = True, log=print) -> Directions:
-    """Reuses the direction file at `path` when it exists (checking that it fits), else makes and saves one.
+                     hessian_data=None, asked: Optional[Mapping[str, Any]] = None, strict_model: bool = True,
+                     log=print) -> Directions:
+    """Reuses the direction file at `path` when it exists (checking it as `open_directions` does), else makes
+    and saves one as `spec` says.
 
     Args:
         path: the direction file.
         model: the centre model.
-        spec: how to make new directions (dir_type also chooses how an existing file is read).
+        spec: how to make new directions, and (with `asked` None) what an existing file must hold.
         model2, model3: target models for ``kind="target"``.
+        asked: what an existing file must match, keyed as `direction_identity` keys it; None: all of `spec`'s
+            identity; ``{}``: nothing (the file is used as it is).
         strict_model: refuse an existing file of ours that was made for a different checkpoint
             (a default-named file next to a retrained model); else only warn.
         log: where notes go.
+
+    Example:
+        >>> d = setup_directions("d.h5", net, DirectionSpec(two_d=True, seed=5))  # doctest: +SKIP
+        >>> setup_directions("d.h5", net, DirectionSpec(two_d=True, seed=6))  # doctest: +SKIP
+        DirectionError: direction file d.h5 holds other directions than asked (--seed: found 5, asked 6): ...
     """
     if os.path.exists(path):
-        d = open_directions(path, model, spec, strict_model=strict_model, log=log)
+        d = open_directions(path, model, spec, asked=asked, strict_model=strict_model, log=log)
         log(f"using directions from {path}")
         return d
     d = make_directions(model, spec, model2=model2, model3=model3, hessian_data=hessian_data)
@@ -494,30 +522,208 @@ def setup_directions(path: str, model: torch.nn.Module, spec: DirectionSpec, *,
     return d
 
 
-def open_directions(path: str, model: torch.nn.Module, spec: DirectionSpec, *, strict_model: bool = True,
-                    log=print) -> Directions:
+def open_directions(path: str, model: torch.nn.Module, spec: DirectionSpec, *,
+                    asked: Optional[Mapping[str, Any]] = None, strict_model: bool = True, log=print) -> Directions:
     """Reads an existing direction file for `model` and the request `spec`, with every check of
-    `setup_directions`: it fits the model, has a y direction for a 2D surface, matches the dir_type, and (with
-    `strict_model`) was made for this checkpoint. A 1D request uses x only; a file of the original tool takes
-    the requested dir_type."""
-    weights = ParamVector.from_model(model, spec.dir_type)
+    `setup_directions`.
+
+    The file must hold the directions asked for: with `asked` None, every setting that decides the values of
+    `spec`'s directions (`direction_identity`: kind, dir_type, seed, idx, norms, ignores, same_dir, target
+    checksums, Hessian and Adam settings); otherwise the settings in `asked` (what the user gave explicitly),
+    ``{}`` meaning the file is used as it is and its settings are printed. A mismatch is one `DirectionError`
+    naming each difference. A file of the original tool records nothing: it is used as it is, with the
+    requested dir_type. Then: it fits the model, has a y direction for a 2D surface, and (with
+    `strict_model`) was made for this checkpoint. A 1D request uses x only.
+    """
     d = load_directions(path)
-    check_fits(d, weights, where=f"direction file {path}")
+    found = d.spec
+    want = direction_identity(spec) if asked is None else dict(asked)
+    if found.kind == "file":
+        if asked:
+            log(f"note: {path} records no settings (a file of the original tool), so {', '.join(want)} cannot "
+                f"be checked; it is used as it is")
+        elif asked is not None:
+            log(f"using {path} as it is (no direction flag given): {describe_spec(found)}")
+    else:
+        diffs, unused = identity_differences(found, want)
+        if diffs:
+            todo = ("drop those flags to use the file as it is, or give another --dir_file for new directions"
+                    if asked else "delete it to make new ones, or give another --dir_file")
+            raise DirectionError(f"direction file {path} holds other directions than asked "
+                                 f"({'; '.join(diffs)}): {todo}")
+        if asked is not None and not asked:
+            log(f"using {path} as it is (no direction flag given): {describe_spec(found)}")
+        elif asked and unused:
+            log(f"note: {path} holds {found.kind} directions, which {', '.join(unused)} do not decide")
+    dir_type = spec.dir_type if found.kind == "file" else found.dir_type
+    check_fits(d, ParamVector.from_model(model, dir_type), where=f"direction file {path}")
     if spec.two_d and d.y is None:
         raise DirectionError(f"direction file {path} holds only an x direction but a 2D surface (--y) was "
                              f"asked for; give another --dir_file or drop --y")
     if not spec.two_d and d.y is not None:
         log(f"note: {path} holds x and y directions; a 1D surface uses x only")
         d = Directions(d.x, None, d.spec)
-    if d.spec.model_sha256 and spec.model_sha256 and d.spec.model_sha256 != spec.model_sha256:
+    if found.model_sha256 and spec.model_sha256 and found.model_sha256 != spec.model_sha256:
         msg = (f"direction file {path} was made for a different checkpoint (sha256 "
-               f"{d.spec.model_sha256[:12]} versus {spec.model_sha256[:12]} now)")
+               f"{found.model_sha256[:12]} versus {spec.model_sha256[:12]} now)")
         if strict_model:
             raise DirectionError(msg + "; delete it or name it with --dir_file to use it anyway")
         log("warning: " + msg)
-    if d.spec.dir_type != spec.dir_type and d.spec.kind != "file":
-        raise DirectionError(f"direction file {path} holds {d.spec.dir_type} directions but --dir_type is "
-                             f"{spec.dir_type}")
-    if d.spec.kind == "file":
-        d = Directions(d.x, d.y, dataclasses.replace(d.spec, dir_type=spec.dir_type, two_d=spec.two_d))
+    if found.kind == "file":
+        d = Directions(d.x, d.y, dataclasses.replace(found, dir_type=spec.dir_type, two_d=spec.two_d))
     return d
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Identity: the settings that decide the values of a spec's directions
+# ----------------------------------------------------------------------------------------------------------
+
+UNRECORDED = "(not recorded)"  # a target's or optimizer's checksum in a file written before it was recorded
+
+
+def _details(spec: DirectionSpec) -> dict:
+    try:
+        d = json.loads(spec.details or "{}")
+    except ValueError:
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _checksum(path: str, sha: str) -> Optional[str]:
+    return (sha or UNRECORDED) if path else None
+
+
+def direction_identity(spec: DirectionSpec) -> dict[str, Any]:
+    """The settings that decide the values of `spec`'s directions, keyed by the flag that asks for each.
+
+    ``kind`` is random, target, hessian, adam (both modes; ``--adam_mode`` tells them apart), pca or file
+    (the original tool's, which records nothing). Models and optimizer states count by checksum, not path;
+    ``--ynorm``/``--yignore`` are resolved (None is x's). Results (eigenvalues, residuals, the Adam state's
+    step) and settings that do not apply (a 1D target's seed, a same_dir y's norm) are left out, so two files
+    with the same identity hold the same directions.
+
+    Example:
+        >>> direction_identity(DirectionSpec(seed=5))
+        {'kind': 'random', '--dir_type': 'weights', '--xnorm': 'filter', '--xignore': 'biasbn', '--seed': 5, '--idx': 0}
+    """
+    kind = "adam" if spec.kind in ("adam", ADAMEQ) else spec.kind
+    out: dict[str, Any] = {"kind": kind}
+    if kind == "file":
+        return out
+    out["--dir_type"] = spec.dir_type
+    if kind in ("random", "hessian", "adam"):
+        out["--xnorm"], out["--xignore"] = spec.xnorm, spec.xignore
+    if kind == "target":
+        out["--model_file2"] = _checksum(spec.model_file2, spec.model2_sha256)
+    if kind == "random":
+        out["--seed"], out["--idx"] = spec.seed, spec.idx
+    if spec.two_d and kind in ("random", "target", "hessian"):
+        out["--same_dir"] = spec.same_dir
+        if kind == "target" and not spec.same_dir:
+            out["--model_file3"] = _checksum(spec.model_file3, spec.model3_sha256)
+        if kind in ("random", "target") and not spec.same_dir and not spec.model_file3:
+            if kind == "target":  # y is random
+                out["--seed"], out["--idx"] = spec.seed, spec.idx
+            out["--ynorm"] = spec.xnorm if spec.ynorm is None else spec.ynorm
+            out["--yignore"] = spec.xignore if spec.yignore is None else spec.yignore
+    d = _details(spec)
+    if kind == "hessian":
+        out["--hessian_params"] = d.get("params", "all")
+        out["--hessian_tol"] = float(d.get("tol", 1e-4))
+        out["--hessian_seed"] = int(d.get("seed", 0))
+        out["--loss_name"] = d.get("loss_name", "crossentropy")
+        out["Hessian set"] = d.get("eig_on", "train")
+        if "precision" in d:  # recorded since the Hessian-vector products set their precision flags
+            out["--precision"] = d["precision"]
+    elif kind == "adam":
+        out["--adam_mode"] = "adameq" if spec.kind == ADAMEQ else "add"
+        out["--opt_file"] = d.get("opt_sha256") or UNRECORDED
+        out["--adam_eps"] = d.get("eps")
+    return out
+
+
+def _show(label: str, value: Any) -> str:
+    if label == "--adam_eps" and value is None:
+        return "the optimizer's own"
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if label in ("--model_file2", "--model_file3", "--opt_file") and value != UNRECORDED:
+        return f"sha256 {str(value)[:12]}"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def identity_differences(found: DirectionSpec, asked: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Compares a file's spec with what is asked (keyed as `direction_identity` keys it).
+
+    Returns:
+        The differences, each ``"LABEL: found X, asked Y"``, and the labels asked that do not decide the
+        values of `found`'s directions. A checksum the file did not record is not compared.
+
+    Example:
+        >>> identity_differences(DirectionSpec(seed=5), {"--seed": 6, "--hessian_tol": 1e-6})
+        (['--seed: found 5, asked 6'], ['--hessian_tol'])
+    """
+    have = direction_identity(found)
+    diffs, unused = [], []
+    for label, want in asked.items():
+        if label not in have:
+            unused.append(label)
+        elif UNRECORDED not in (have[label], want) and have[label] != want:
+            diffs.append(f"{label}: found {_show(label, have[label])}, asked {_show(label, want)}")
+    return diffs, unused
+
+
+def describe_spec(spec: DirectionSpec) -> str:
+    """One line with a spec's identity, e.g. ``random directions (x and y): --dir_type weights, --seed 123, ...``."""
+    ident = direction_identity(spec)
+    head = f"{spec.kind} directions ({'x and y' if spec.two_d else 'x only'})"
+    if spec.kind == "file":
+        return f"a file of the original tool ({'x and y' if spec.two_d else 'x only'}; no settings recorded)"
+    parts = [f"{k} {_show(k, v)}" for k, v in ident.items() if k != "kind"]
+    if spec.model_file:
+        parts.append(f"made for {os.path.basename(spec.model_file)}"
+                     + (f" (sha256 {spec.model_sha256[:12]})" if spec.model_sha256 else ""))
+    return head + (": " + ", ".join(parts) if parts else "")
+
+
+def _axes_are(norm: str, ignore: str, vectors: str, kept: str) -> str:
+    """What the axes are after `normalize_direction_(norm, ignore)` of `vectors` (``kept``: their name when
+    neither is set)."""
+    if not norm and not ignore:
+        return vectors
+    flags = f"--xnorm {norm or 'none'} --xignore {ignore or 'none'}"
+    if norm and ignore:
+        how = f"{norm}-normalized copies of {vectors}, biases and BN parameters zeroed"
+    elif norm:
+        how = f"{norm}-normalized copies of {vectors}, biases and BN parameters set to the weights' own"
+    else:
+        how = f"copies of {vectors} with biases and BN parameters zeroed"
+    return f"{how} ({flags}), not {kept}"
+
+
+def describe_axes(spec: DirectionSpec) -> Optional[str]:
+    """The line printed for Hessian and Adam axes: the eigenvalues and which vectors they describe, or which
+    vectors the Adam axes are; None for other kinds.
+
+    Example:
+        >>> describe_axes(DirectionSpec(kind="hessian", xnorm="", xignore="", details='{"eigenvalues": [2.5]}'))
+        'Hessian eigenvalues of the axes (unit eigenvectors): 2.5'
+    """
+    d = _details(spec)
+    if spec.kind == "hessian":
+        values = ", ".join(f"{v:.6g}" for v in d.get("eigenvalues", []))
+        if not spec.xnorm and not spec.xignore:
+            return f"Hessian eigenvalues of the axes (unit eigenvectors): {values}"
+        return (f"Hessian eigenvalues of the unit eigenvectors: {values}; the axes are "
+                f"{_axes_are(spec.xnorm, spec.xignore, 'them', 'eigenvectors')}")
+    if spec.kind in ("adam", ADAMEQ):
+        if spec.kind == ADAMEQ:
+            raw = "C = m / (sqrt(v) + eps), stepped by x / sqrt(y)"
+            axes = _axes_are(spec.xnorm, spec.xignore, "C", "Adam's update direction")
+            tail = "" if not (spec.xnorm or spec.xignore) else "; a step k = -lr is Adam's own only for the raw C"
+        else:
+            raw, axes, tail = "x = m, y = v", _axes_are(spec.xnorm, spec.xignore, "m and v", "the raw moments"), ""
+        return f"Adam axes: {raw}" + ("" if axes in ("C", "m and v") else f"; the axes are {axes}") + tail
+    return None
