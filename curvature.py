@@ -9,6 +9,8 @@ What is computed, and why:
   batches; here they do not depend on the batch size (up to float rounding).
 - **Eval mode**: the model is put in eval mode, so BatchNorm uses its running statistics and dropout is
   off: the function differentiated is the one `evaluation.evaluate` measures and `plot_surface.py` draws.
+- **Strict float32**: every product runs with TF32 off for cuDNN convolutions and matmuls (torch leaves it
+  on for convolutions), the global flags being put back afterwards; ``precision="tf32"`` opts in.
 - **A parameter filter**: ``params="all"`` differentiates with respect to every parameter;
   ``params="dim>1"`` only with respect to tensors with more than one dimension (convolution and linear
   weights), the set the original's Hessian script used. The others stay fixed.
@@ -36,9 +38,10 @@ import scipy.sparse.linalg as spla
 import torch
 from torch import nn
 
-from evaluation import LOSSES, DeviceSplit, default_batch_size, per_sample_loss
+from evaluation import LOSSES, DeviceSplit, default_batch_size, per_sample_loss, precision_context
 
 PARAM_FILTERS = ("all", "dim>1")
+HESSIAN_PRECISIONS = ("fp32", "tf32")
 
 
 class CurvatureError(ValueError):
@@ -57,6 +60,10 @@ class HessianOperator:
             default `evaluation.default_batch_size`.
         params: ``"all"`` or ``"dim>1"`` (only weights with more than one dimension).
         dtype: the dtype of the forward and backward passes (float32, or float64 for reference values).
+        precision: ``fp32`` (default: strict IEEE float32, TF32 off for cuDNN convolutions and matmuls while
+            a product runs, whatever the global flags say) or ``tf32`` (allowed on the GPU: faster, about 3
+            significant digits per operation). bf16 is refused: Lanczos needs products that are linear and
+            symmetric to many more digits than bfloat16 keeps. See `evaluation.precision_context`.
 
     Attributes:
         params: the selected ``nn.Parameter`` objects, in ``model.parameters()`` order.
@@ -73,13 +80,17 @@ class HessianOperator:
     """
 
     def __init__(self, model: nn.Module, data: DeviceSplit, *, loss_name: str = "crossentropy",
-                 batch_size: Optional[int] = None, params: str = "all", dtype: torch.dtype = torch.float32):
+                 batch_size: Optional[int] = None, params: str = "all", dtype: torch.dtype = torch.float32,
+                 precision: str = "fp32"):
         if loss_name not in LOSSES:
             raise CurvatureError(f"unknown loss {loss_name!r}: expected one of {', '.join(LOSSES)}")
         if params not in PARAM_FILTERS:
             raise CurvatureError(f"unknown parameter filter {params!r}: expected one of {', '.join(PARAM_FILTERS)}")
         if dtype not in (torch.float32, torch.float64):
             raise CurvatureError(f"unsupported dtype {dtype}: expected torch.float32 or torch.float64")
+        if precision not in HESSIAN_PRECISIONS:
+            raise CurvatureError(f"unsupported precision {precision!r} for Hessian-vector products: expected "
+                                 f"{' or '.join(HESSIAN_PRECISIONS)}")
         self.n = len(data)
         if self.n == 0:
             raise CurvatureError("the evaluation set is empty: expected at least one sample")
@@ -90,6 +101,7 @@ class HessianOperator:
         self.loss_name = loss_name
         self.params_filter = params
         self.dtype = dtype
+        self.precision = precision
         own = next(model.parameters(), None)
         if own is None:
             raise CurvatureError("the model has no parameters: expected at least one")
@@ -136,7 +148,7 @@ class HessianOperator:
         """
         vs = self.unflatten(v.detach().to(device=self.device, dtype=self.dtype))
         acc = [torch.zeros(p.shape, dtype=torch.float64, device=self.device) for p in self.params]
-        with torch.enable_grad():
+        with torch.enable_grad(), precision_context(self.precision, self.device):
             for x, y in self._batches():
                 loss = per_sample_loss(self.model(x), y, self.loss_name, self.dtype).sum() / self.n
                 grads = torch.autograd.grad(loss, self.params, create_graph=True)
@@ -150,7 +162,7 @@ class HessianOperator:
         """The mean loss and its flat gradient (float64, on `device`)."""
         acc = [torch.zeros(p.shape, dtype=torch.float64, device=self.device) for p in self.params]
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        with torch.enable_grad():
+        with torch.enable_grad(), precision_context(self.precision, self.device):
             for x, y in self._batches():
                 loss = per_sample_loss(self.model(x), y, self.loss_name, self.dtype).sum() / self.n
                 for a, g in zip(acc, torch.autograd.grad(loss, self.params)):

@@ -50,16 +50,67 @@ def default_batch_size(device: torch.device) -> int:
     return 1024 if device.type == "cuda" else 128
 
 
-def precision_context(precision: str, device: torch.device):
-    """Autocast and TF32 settings for ``fp32`` (strict IEEE float32), ``tf32`` or ``bf16``."""
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Float32 settings for ``fp32`` (strict IEEE float32), ``tf32`` or ``bf16`` while the block runs.
+
+    ``fp32`` turns TF32 off for cuDNN convolutions (torch's default leaves it on) and for matmuls and asks
+    for the ``highest`` float32 matmul precision; ``tf32`` allows TF32 in both; ``bf16`` autocasts to
+    bfloat16, with TF32 off for what stays float32. The flags are global, and are set whatever `device`
+    is (they cost nothing on a CPU, and a test can read them there); the previous values come back when
+    the block ends. Raises `EvaluationError` at once for an unknown `precision`.
+
+    Example:
+        >>> with precision_context("fp32", torch.device("cpu")):
+        ...     torch.backends.cudnn.allow_tf32
+        False
+    """
     if precision not in PRECISIONS:
         raise EvaluationError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        torch.backends.cudnn.allow_tf32 = precision == "tf32"
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return _precision_flags(precision, device)
+
+
+# torch >= 2.9 also has per-operator settings (torch.backends.cudnn.conv.fp32_precision, ...); once a
+# program sets those, the legacy getters may refuse to summarize them, and they are saved as they are.
+_PER_OP = (("cuda", "matmul"), ("cudnn", "conv"), ("cudnn", "rnn"), ("mkldnn", "matmul"), ("mkldnn", "conv"),
+           ("mkldnn", "rnn"))
+
+
+def _per_op_nodes() -> list[tuple[str, object]]:
+    nodes = [(b, getattr(getattr(torch.backends, b, None), op, None)) for b, op in _PER_OP]
+    return [(b, n) for b, n in nodes if n is not None and hasattr(n, "fp32_precision")]
+
+
+@contextlib.contextmanager
+def _precision_flags(precision: str, device: torch.device):
+    tf32 = precision == "tf32"
+    try:
+        saved = ("legacy", torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32,
+                 torch.backends.cudnn.allow_tf32)
+    except RuntimeError:
+        nodes = _per_op_nodes()
+        saved = ("per-op", [n.fp32_precision for _, n in nodes])
+    try:
+        if saved[0] == "legacy":
+            if not tf32:  # also pins CPU (oneDNN) matmuls to IEEE float32
+                torch.set_float32_matmul_precision("highest")
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        else:
+            for backend, n in nodes:  # tf32 is a GPU setting: CPU (oneDNN) operators stay IEEE
+                n.fp32_precision = "tf32" if tf32 and backend != "mkldnn" else "ieee"
+        if precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        if saved[0] == "legacy":
+            torch.backends.cuda.matmul.allow_tf32 = saved[2]
+            torch.backends.cudnn.allow_tf32 = saved[3]
+            torch.set_float32_matmul_precision(saved[1])
+        else:
+            for (_, n), value in zip(nodes, saved[1]):
+                n.fp32_precision = value
 
 
 def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str,
@@ -169,16 +220,39 @@ def local_rank_from_env() -> int:
 
 
 def local_size_from_env() -> int:
-    """How many ranks share this node, from Open MPI, MPICH/Intel MPI or Slurm; 1 if none is set."""
+    """How many ranks share this node, from Open MPI, MPICH/Intel MPI or Slurm; 1 if none is set.
+
+    Under ``srun -n N`` without ``--ntasks-per-node``, Slurm gives the count per node only in
+    ``SLURM_STEP_TASKS_PER_NODE`` (``4(x2),3``: 4 on each of the first two nodes, 3 on the third), indexed by
+    ``SLURM_NODEID``.
+    """
     for var in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "LOCAL_WORLD_SIZE"):
         value = os.environ.get(var, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
+    per_node = _slurm_tasks_per_node(os.environ.get("SLURM_STEP_TASKS_PER_NODE", ""))
+    node = os.environ.get("SLURM_NODEID", "0").strip()
+    if per_node and node.isdigit() and int(node) < len(per_node):
+        return per_node[int(node)]
     return 1
+
+
+def _slurm_tasks_per_node(text: str) -> list[int]:
+    """``4(x2),3`` -> [4, 4, 3]; [] for anything else."""
+    out = []
+    for part in filter(None, text.strip().split(",")):
+        count, _, rest = part.partition("(x")
+        if not count.isdigit() or (rest and not rest.rstrip(")").isdigit()):
+            return []
+        out += [int(count)] * (int(rest.rstrip(")")) if rest else 1)
+    return out
 
 
 def cpu_threads_per_rank() -> int:
     """The node's cores shared out among its ranks, so CPU ranks do not oversubscribe the cores
-    (OpenMP threads spinning against each other are many times slower)."""
+    (OpenMP threads spinning against each other are many times slower). Where Slurm pins each task to its own
+    CPUs (``--cpus-per-task``), those are this rank's already."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").strip().isdigit():
+        return max(1, cores)
     return max(1, cores // local_size_from_env())

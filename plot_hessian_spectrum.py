@@ -28,7 +28,7 @@ FORMAT_VERSION = 1
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Hessian spectrum of the mean loss at one model: top eigenpairs, "
+    p = argtypes.ArgumentParser(description="Hessian spectrum of the mean loss at one model: top eigenpairs, "
                                             "lambda_min, trace and SLQ density.", add_help=add_help)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="digits_cnn",
@@ -134,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
         split = data.train if args.eval_on == "train" else data.test
         dev_data = DeviceSplit.put(split.inputs, split.targets, device)
         op = curvature.HessianOperator(model, dev_data, loss_name=args.loss_name, batch_size=args.batch_size,
-                                       params=args.params)
+                                       params=args.params, precision="fp32")
         print(f"model {args.model} from {model_file}: H is {op.dim:,} x {op.dim:,} ({args.params}), "
               f"{args.eval_on} set of {dataset}: {len(dev_data)} samples, {args.loss_name}, {device}")
 

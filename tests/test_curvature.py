@@ -270,3 +270,66 @@ def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(CurvatureError) as e:
         density_curve(slq_density(np.eye(2), runs=1, steps=2), np.zeros(3), sigma=0)
     _one_line(e)
+
+
+def _recorder_case():
+    from test_evaluation import FlagRecorder, data
+    x, y = data(n=40)
+    return FlagRecorder(), DeviceSplit(x, y)
+
+
+def test_hessian_products_run_in_strict_fp32_whatever_the_global_flags():
+    """TF32 is torch's default for cuDNN convolutions: on a GPU every product would run in it unless the
+    operator turns it off. The flags in force inside the forward passes are read (on a CPU too)."""
+    from test_evaluation import STRICT, tf32_globals
+    model, data = _recorder_case()
+    with tf32_globals():
+        op = HessianOperator(model, data, batch_size=16)
+        op.matvec(torch.ones(op.dim))
+        assert model.take() == {STRICT}
+        op.value_and_gradient()
+        assert model.take() == {STRICT}
+        op.as_linear_operator().matvec(np.ones(op.dim))
+        assert model.take() == {STRICT}
+
+
+def test_spectrum_functions_run_in_strict_fp32():
+    """What plot_hessian_spectrum.py computes, each through the operator it builds (precision fp32)."""
+    from test_evaluation import STRICT, tf32_globals
+    model, data = _recorder_case()
+    op = HessianOperator(model, data, batch_size=16, precision="fp32")
+    calls = {"value_and_gradient": op.value_and_gradient,
+             "top_eigenpairs": lambda: top_eigenpairs(op, k=2, tol=1e-3, seed=0),
+             "extreme_eigenvalues": lambda: extreme_eigenvalues(op, tol=1e-3, seed=0),
+             "hutchinson_trace": lambda: hutchinson_trace(op, samples=2, seed=0),
+             "slq_density": lambda: slq_density(op, runs=1, steps=5, seed=0)}
+    for name, call in calls.items():
+        with tf32_globals():
+            call()
+        assert model.take() == {STRICT}, name
+
+
+def test_hessian_directions_run_in_strict_fp32():
+    """--axes hessian: the eigenvectors come from products in strict fp32."""
+    import json
+
+    from net_plotter import DirectionSpec, hessian_directions
+    from test_evaluation import STRICT, tf32_globals
+    model, data = _recorder_case()
+    spec = DirectionSpec(kind="hessian", two_d=True, xnorm="", xignore="",
+                         details=json.dumps({"params": "all", "tol": 1e-3, "seed": 0, "batch_size": 16}))
+    with tf32_globals():
+        dirs = hessian_directions(model, spec, data)
+    assert model.take() == {STRICT} and dirs.y is not None
+
+
+def test_tf32_is_an_opt_in_and_bf16_is_refused():
+    from test_evaluation import TF32, tf32_globals
+    model, data = _recorder_case()
+    op = HessianOperator(model, data, precision="tf32")
+    with tf32_globals():
+        op.matvec(torch.ones(op.dim))
+    assert model.take() == {TF32}
+    with pytest.raises(CurvatureError) as e:
+        HessianOperator(model, data, precision="bf16")
+    assert "fp32 or tf32" in _one_line(e)

@@ -3,6 +3,8 @@ tool's batch-mean accumulation."""
 
 from __future__ import annotations
 
+import os
+import contextlib
 import math
 
 import pytest
@@ -10,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluation import DeviceSplit, EvaluationError, evaluate, local_rank_from_env, pick_device, recalibrate_bn
+from evaluation import (DeviceSplit, EvaluationError, evaluate, local_rank_from_env, pick_device, precision_context,
+                        recalibrate_bn)
 
 
 def data(n=103, classes=7, seed=0):
@@ -114,3 +117,102 @@ def test_device_choice(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(EvaluationError, match="no CUDA GPU"):
             pick_device(True)
+
+
+def float32_flags() -> tuple:
+    """The settings that decide whether float32 convolutions and matmuls may use TF32."""
+    return (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+            torch.get_float32_matmul_precision())
+
+
+STRICT = (False, False, "highest")
+TF32 = (True, True, "high")
+
+
+@contextlib.contextmanager
+def tf32_globals():
+    """TF32 allowed globally for the block (as torch leaves cuDNN by default, and as a user may set matmuls);
+    afterwards checks that the code under test put these values back, then restores the test's own."""
+    saved = float32_flags()
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+        assert float32_flags() == TF32, "the previous flags were not restored"
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
+
+
+class FlagRecorder(nn.Module):
+    """A small conv net (inputs (N, 1, 6, 6)) whose forward records `float32_flags()` each time it runs:
+    the flags are readable without a GPU, so a CPU test sees what a GPU run would compute with."""
+
+    def __init__(self, classes: int = 7):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(48, classes)
+        self.seen: list[tuple] = []
+
+    def forward(self, x):
+        self.seen.append(float32_flags())
+        return self.fc(torch.tanh(self.bn(self.conv(x))).flatten(1))
+
+    def take(self) -> set:
+        """The distinct flag settings seen since the last call (at least one forward is required)."""
+        seen, self.seen = set(self.seen), []
+        assert seen, "the model never ran"
+        return seen
+
+
+@pytest.mark.parametrize("precision, inside", [("fp32", STRICT), ("tf32", TF32), ("bf16", STRICT)])
+def test_evaluate_sets_the_precision_flags_and_restores_them(precision, inside):
+    model = FlagRecorder()
+    x, y = data()
+    with tf32_globals():
+        evaluate(model, DeviceSplit(x, y), batch_size=40, precision=precision)
+    assert model.take() == {inside}
+    with tf32_globals():
+        recalibrate_bn(model, x, batches=2, batch_size=40, precision=precision)
+    assert model.take() == {inside}
+    with tf32_globals(), pytest.raises(RuntimeError, match="boom"), precision_context("fp32", torch.device("cpu")):
+        raise RuntimeError("boom")  # restored on the way out of an exception too
+
+
+def test_precision_context_restores_per_operator_settings():
+    """torch >= 2.9 has per-operator settings as well; a program that uses them gets them back unchanged."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        pytest.skip(f"torch {torch.__version__} has no per-operator float32 precision settings")
+    rnn = torch.backends.cudnn.rnn
+    saved = torch.backends.cudnn.allow_tf32
+    try:
+        conv.fp32_precision, rnn.fp32_precision = "tf32", "ieee"
+        with precision_context("fp32", torch.device("cpu")):
+            assert (conv.fp32_precision, rnn.fp32_precision) == ("ieee", "ieee")
+            assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+        assert (conv.fp32_precision, rnn.fp32_precision) == ("tf32", "ieee")
+    finally:  # through the legacy setter, which makes the legacy getters readable again
+        torch.backends.cudnn.allow_tf32 = saved
+    assert float32_flags()[0] == saved
+
+
+def test_ranks_per_node_under_plain_srun(monkeypatch):
+    import evaluation
+    for var in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "LOCAL_WORLD_SIZE",
+                "SLURM_CPUS_PER_TASK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "4(x2),3")
+    for node, want in (("0", 4), ("1", 4), ("2", 3)):
+        monkeypatch.setenv("SLURM_NODEID", node)
+        assert evaluation.local_size_from_env() == want
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "garbage")
+    assert evaluation.local_size_from_env() == 1
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "3")
+    monkeypatch.setenv("SLURM_NODEID", "0")
+    cores = len(os.sched_getaffinity(0))
+    assert evaluation.cpu_threads_per_rank() == max(1, cores // 3)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")  # pinned by Slurm: the affinity set is this rank's own
+    assert evaluation.cpu_threads_per_rank() == cores
