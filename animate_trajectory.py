@@ -17,9 +17,11 @@ import argparse
 import os
 import sys
 
+import argtypes
+
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Training paths over a loss surface: picture and animation.",
+    p = argtypes.ArgumentParser(description="Training paths over a loss surface: picture and animation.",
                                 add_help=add_help)
     g = p.add_argument_group("input")
     g.add_argument("--proj_file", required=True, help="projection file written by plot_trajectory.py")

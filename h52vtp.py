@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+import argtypes
 from surface_export import FORMATS, INTERP_METHODS, export_surface
 from surface_file import SurfaceError, read_surface
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Export a 2D loss surface file as VTP, PLY or HTML.", add_help=add_help)
+    p = argtypes.ArgumentParser(description="Export a 2D loss surface file as VTP, PLY or HTML.", add_help=add_help)
     g = p.add_argument_group("input")
     g.add_argument("--surf_file", "--file", "-f", required=True,
                    help="the 2D surface file (HDF5), of this tool or of the original one")

@@ -23,6 +23,7 @@ import sys
 import h5py
 import numpy as np
 
+import argtypes
 from figures import output_args_parser, save_figure  # picks the headless backend before pyplot loads
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -529,7 +530,7 @@ def default_labels(paths: list[str]) -> list[str]:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Plot 1D loss surface files: one, an overlay of several, or a set of "
+    p = argtypes.ArgumentParser(description="Plot 1D loss surface files: one, an overlay of several, or a set of "
                                 "random directions as a mean and a band.", add_help=add_help,
                                 parents=[output_args_parser(surf_file=False)])
     g = p.add_argument_group("input")

@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import h5py
 import numpy as np
 
+import argtypes
 from figures import output_args_parser, save_figure  # picks the headless backend before pyplot loads
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
@@ -316,7 +317,7 @@ def write_json(path: str, obj) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Plot a 2D loss surface file: contours, filled contours, heatmap, 3D "
+    p = argtypes.ArgumentParser(description="Plot a 2D loss surface file: contours, filled contours, heatmap, 3D "
                                             "surface; critical points and sharpness.", add_help=add_help,
                                 parents=[output_args_parser()])
     g = p.add_argument_group("plot")

@@ -20,8 +20,11 @@ import json
 import os
 import sys
 
+import argtypes
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Directions of the plane of one or several training paths, the paths "
+    p = argtypes.ArgumentParser(description="Directions of the plane of one or several training paths, the paths "
                                             "projected onto them, and their plot.", add_help=add_help)
     g = p.add_argument_group("model and checkpoints")
     g.add_argument("--model", default="digits_cnn", help="registry name or pkg.module:factory (default: digits_cnn)")

@@ -26,16 +26,9 @@ OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")  # as cifar10.train.OPTIMIZER
 LOSSES = ("crossentropy", "mse")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr and exit status 1, like every other bad input of this command."""
-
-    def error(self, message: str):
-        self.exit(1, f"{self.prog}: error: {message}\n")
-
-
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = _OneLineParser(description="Train a classifier and save checkpoints for loss-landscape plots.",
-                       add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argtypes.ArgumentParser(description="Train a classifier and save checkpoints for loss-landscape plots.",
+                                add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="vgg9",
                    help="registry name (resnet56, vgg9, ...), digits_cnn/digits_mlp, or pkg.module:factory")
