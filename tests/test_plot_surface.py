@@ -109,33 +109,83 @@ def _done(path: Path) -> int:
         return 0
 
 
-def _start_and_stop(tmp_path, args, sig, at_least=10):
-    cmd = [sys.executable, str(ROOT / "plot_surface.py"), *args]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    surf = Path(args[args.index("--surf_file") + 1])
-    deadline = time.time() + 120
-    while _done(surf) < at_least and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
-    return proc.returncode, out, err
+GATED_NET = """
+\"\"\"conftest's tiny net (same weights, same values). With GATE_POINTS=K and GATE_DIR=folder in the
+environment: the first forward pass at the (K+1)-th set of weights (a new grid point: surfaces and maps move
+the weights in place) creates folder/blocked and waits until folder/release exists; and every forward pass
+sleeps 1 ms, so that with --flush_every 0.001 every chunk is flushed before the next one starts.\"\"\"
+import hashlib
+import os
+import time
+
+from torch import nn
+
+_weights_seen = []
+
+
+class Gated(nn.Sequential):
+    def forward(self, x):
+        if "GATE_POINTS" in os.environ:
+            time.sleep(0.001)
+            key = hashlib.sha256(self[1].weight.detach().cpu().numpy().tobytes()).hexdigest()
+            if not _weights_seen or _weights_seen[-1] != key:
+                _weights_seen.append(key)
+                if len(_weights_seen) == int(os.environ["GATE_POINTS"]) + 1:
+                    gate = os.environ["GATE_DIR"]
+                    open(os.path.join(gate, "blocked"), "w").close()
+                    while not os.path.exists(os.path.join(gate, "release")):
+                        time.sleep(0.01)
+        return super().forward(x)
+
+
+def net():
+    return Gated(nn.Flatten(), nn.Linear(64, 6), nn.Tanh(), nn.Linear(6, 10))
+"""
+
+
+def gated_model(tiny, cwd: Path) -> list[str]:
+    """Writes ``gatenet.py`` into `cwd` and returns the flags that select it with the tiny net's weights."""
+    root, _ = tiny
+    (cwd / "gatenet.py").write_text(GATED_NET)
+    return ["--model", "gatenet:net", "--model_file", str(root / "tiny.t7"), "--dataset", "digits"]
+
+
+def interrupt_at_point(script: str, args: list[str], cwd: Path, *, points: int, sig: int) -> tuple[int, str]:
+    """Runs `script` with the gated model (`gated_model`) held at the start of grid point ``points + 1``, and
+    sends `sig` there: the run cannot finish first. Then releases the gate. Returns (exit status, stderr).
+    `args` should hold ``--flush_every 0.001`` (only this run: a flush per chunk costs fsyncs)."""
+    gate = cwd / f"gate-{sig}"
+    gate.mkdir()
+    env = {**_env(), "GATE_POINTS": str(points), "GATE_DIR": str(gate)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not (gate / "blocked").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert (gate / "blocked").exists(), f"the run never reached point {points + 1}: {proc.poll()=}"
+        proc.send_signal(sig)
+    finally:
+        (gate / "release").touch()
+        _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_interrupted_run_resumes_to_the_same_values(tmp_path, trained_ckpt, sig):
+def test_interrupted_run_resumes_to_the_same_values(tmp_path, tiny, sig):
     grid = ["--x=-1:1:40", "--y=-1:1:40", "--eval_on", "both"]
-    common = ["--model_file", str(trained_ckpt), "--dir_file", str(tmp_path / "d.h5"), *grid, "--quiet",
-              "--flush_every", "0.05", "--chunk_size", "2"]
-    code, out, err = _start_and_stop(tmp_path, [*common, "--surf_file", str(tmp_path / "cut.h5")], sig)
+    common = [*gated_model(tiny, tmp_path), "--dir_file", str(tmp_path / "d.h5"), *grid, "--quiet",
+              "--chunk_size", "2"]
+    code, err = interrupt_at_point("plot_surface.py", [*common, "--surf_file", str(tmp_path / "cut.h5"),
+                                                       "--flush_every", "0.001"], tmp_path, points=20, sig=sig)
     partial = _done(tmp_path / "cut.h5")
-    if code == 0:
-        pytest.skip("the run finished before the signal arrived")
     assert code == (-9 if sig == signal.SIGKILL else 128 + signal.SIGTERM), err
     if sig == signal.SIGTERM:
         assert "interrupted by SIGTERM" in err and "rerun the same command to resume" in err
         assert "Traceback" not in err
-    assert 0 < partial < 1600
+    # Every chunk before the held point was flushed; the held one (and, with SIGTERM, nothing more) was not.
+    assert 10 <= partial <= 20, partial
     resumed = run_command("plot_surface.py", *common, "--surf_file", str(tmp_path / "cut.h5"), cwd=tmp_path)
     assert f"{1600 - partial} to compute" in resumed.stdout
     run_command("plot_surface.py", *common, "--surf_file", str(tmp_path / "whole.h5"), cwd=tmp_path)
@@ -155,39 +205,44 @@ def _bad_inputs(tmp: Path, ckpt: Path):
     (fake_mpi / "mpi4py").mkdir(parents=True)
     (fake_mpi / "mpi4py" / "__init__.py").write_text("raise ImportError('mpi4py is not installed')\n")
     m = ["--model_file", str(ckpt)]
+    usage, error = 2, 1  # exit status of an argument error, of any other bad input
     return [
-        (["--x=-1:1"], "expected MIN:MAX:NUM", {}),
-        (["--x=a:b:c"], "must be numbers", {}),
-        (["--x=-1:1:1"], "NUM must be at least 2", {}),
-        (["--model_file", str(tmp / "missing.t7")], "does not exist", {}),
-        (["--model_file", str(corrupt)], "cannot read model file", {}),
-        (["--model", "digits_mlp", *m], "does not fit model digits_mlp", {}),
-        (["--model", "resnet57", *m], "unknown model 'resnet57'", {}),
-        ([*m, "--xnorm", "fliter"], "unknown norm 'fliter'", {}),
-        ([*m, "--dir_type", "both"], "invalid choice: 'both'", {}),
-        ([*m, "--loss_name", "hinge"], "invalid choice: 'hinge'", {}),
-        ([*m, "--cuda"], "no CUDA GPU", {}),
-        ([*m, "--mpi"], "--mpi needs mpi4py", {"PYTHONPATH": str(fake_mpi)}),
-        ([*m, "--surf_file", str(tmp / "no" / "such" / "s.h5")], "does not exist", {}),
-        ([*m, "--dir_file", str(wrong_dirs)], "does not fit the model: tensor 0 ('conv1.weight')", {}),
-        ([*m, "--data_split", "2", "--split_idx", "2"], "--split_idx must be below --data_split", {}),
-        ([*m, "--dataset", "cifar10", "--datapath", str(tmp / "nodata")], "cifar-10-batches-py", {}),
+        (["--x=-1:1"], "expected MIN:MAX:NUM", usage, {}),
+        (["--x=a:b:c"], "must be numbers", usage, {}),
+        (["--x=-1:1:1"], "NUM must be at least 2", usage, {}),
+        (["--model_file", str(tmp / "missing.t7")], "does not exist", error, {}),
+        (["--model_file", str(corrupt)], "cannot read model file", error, {}),
+        (["--model", "digits_mlp", *m], "does not fit model digits_mlp", error, {}),
+        (["--model", "resnet57", *m], "unknown model 'resnet57'", error, {}),
+        ([*m, "--xnorm", "fliter"], "unknown norm 'fliter'", usage, {}),
+        ([*m, "--dir_type", "both"], "invalid choice: 'both'", usage, {}),
+        ([*m, "--loss_name", "hinge"], "invalid choice: 'hinge'", usage, {}),
+        ([*m, "--cuda"], "no CUDA GPU", error, {}),
+        ([*m, "--mpi"], "--mpi needs mpi4py", error, {"PYTHONPATH": str(fake_mpi)}),
+        ([*m, "--surf_file", str(tmp / "no" / "such" / "s.h5")], "does not exist", error, {}),
+        ([*m, "--dir_file", str(wrong_dirs)], "does not fit the model: tensor 0 ('conv1.weight')", error, {}),
+        ([*m, "--data_split", "2", "--split_idx", "2"], "--split_idx must be below --data_split", usage, {}),
+        ([*m, "--dataset", "cifar10", "--datapath", str(tmp / "nodata")], "cifar-10-batches-py", error, {}),
     ]
 
 
 def test_bad_inputs_get_one_line(tmp_path, trained_ckpt):
-    if torch.cuda.is_available():
-        pytest.skip("the --cuda case needs a machine without a GPU")
-    for args, message, extra_env in _bad_inputs(tmp_path, trained_ckpt):
+    """One line for a bad input; an argument error has the short usage above it and the pointer to --help
+    below (argtypes.ArgumentParser). With a GPU here, --cuda is no error: only that case is left out."""
+    for args, message, code, extra_env in _bad_inputs(tmp_path, trained_ckpt):
+        if "--cuda" in args and torch.cuda.is_available():
+            continue
         env = _env()
         if extra_env:
             env["PYTHONPATH"] = extra_env["PYTHONPATH"] + os.pathsep + env["PYTHONPATH"]
         proc = subprocess.run([sys.executable, str(ROOT / "plot_surface.py"), "--quiet", *args], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=120)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        assert proc.returncode != 0, (args, proc.stdout)
+        assert proc.returncode == code, (args, proc.returncode, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
-        assert message in proc.stderr, (args, proc.stderr)
-        # argparse prints its usage line first; ours is one line.
-        assert len([ln for ln in lines if not ln.startswith(("usage:", "  ", "                "))]) == 1, \
-            (args, proc.stderr)
+        if code == 2:
+            assert len(lines) == 3 and lines[0] == "usage: plot_surface.py [options]", (args, proc.stderr)
+            assert lines[1].startswith("plot_surface.py: error: ") and message in lines[1], (args, proc.stderr)
+            assert lines[2] == "  see plot_surface.py --help for every option", (args, proc.stderr)
+        else:
+            assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
