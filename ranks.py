@@ -28,6 +28,8 @@ import time
 import traceback
 from typing import Any, Callable, Optional
 
+from processes import process_alive
+
 TAG_NOTE = 13  # worker -> rank 0, at any time: it failed (with its traceback) or was interrupted
 TAG_SETUP = 21
 TAG_BEAT = 22
@@ -219,23 +221,9 @@ class Team:
         for r, (host, pid) in sorted(self.where.items()):
             if r == 0 or host != self.host or r in self.notes:
                 continue
-            if not _process_alive(pid):
+            if not process_alive(pid):
                 out.append(r)
         return out
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
 
 def team_of(comm: Any) -> Optional[Team]:

@@ -18,27 +18,24 @@ Schema (format_version 1), readable by the original tool's scripts:
 
 Crash consistency. HDF5 does not survive a kill in the middle of a change to its structure, so the
 structure of a surface file is never changed in place: creating it, adding a value group and appending
-to ``runs`` write a complete new version to a temporary file beside it (``<file>.tmp-<host>-<pid>``),
-fsync it and `os.replace` it over the old one, so the file on disk is always the old version or the
-new one. Every dataset is contiguous and allocated when it is made; after that, `SurfaceFile.flush`
+to ``runs`` write a complete new version beside it and rename it over the old one (`surface_storage`), so
+the file on disk is always the old version or the new one. Every dataset is contiguous and allocated when it is made; after that, `SurfaceFile.flush`
 only overwrites raw data in place (values, fsync, then done flags, fsync).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
-import socket
-import stat
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import h5py
 import numpy as np
 
+from surface_storage import SurfaceError, h5_reason, open_hdf5, remove_stale_temp_files, replace_with
 from version import code_version
 
 FORMAT = "loss-landscape surface"
@@ -48,12 +45,7 @@ GROUP_DATASETS = {"train": ("train_loss", "train_acc"), "test": ("test_loss", "t
                   "eig": ("max_eig", "min_eig")}
 GROUPS = tuple(GROUP_DATASETS)
 MAX_RUNS = 200  # entries of the run history kept (an HDF5 attribute holds at most 64 kB)
-STALE_TEMP_SECONDS = 24 * 3600  # a temporary file this old is a crash's leftover, whoever made it
 _BN_FIELDS = ("bn_recalibrate", "bn_batch_size", "bn_samples")
-
-
-class SurfaceError(ValueError):
-    """A surface file that cannot be used as asked; the message is one line."""
 
 
 def _num(v: float) -> str:
@@ -265,127 +257,6 @@ def _group_state(f: h5py.File, group: str, grid: Grid) -> str:
     return "complete" if ok else "broken"
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Opening HDF5 files with one-line errors, atomic replacement, leftovers of killed runs
-# ----------------------------------------------------------------------------------------------------------
-
-def _h5_reason(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    if "(" in text and text.endswith(")"):
-        text = text[text.index("(") + 1:-1]  # "Unable to synchronously open file (truncated file: ...)"
-    return text or type(e).__name__
-
-
-def _open_hdf5(path: str, *, writing: bool = False) -> h5py.File:
-    """`path` opened read-only, or a SurfaceError saying what the file is instead and what to do."""
-    kept = " (it was left unchanged)" if writing else ""
-    if os.path.isdir(path):
-        raise SurfaceError(f"{path} is a folder, not a surface file: give a file name")
-    try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise SurfaceError(f"cannot read surface file {path}: {e.strerror or e}") from None
-    if size == 0:
-        raise SurfaceError(f"{path} is empty (0 bytes), not a surface file: delete it, or choose another "
-                           f"--surf_file")
-    if not h5py.is_hdf5(path):
-        raise SurfaceError(f"{path} is not an HDF5 file, so not a surface file: choose another --surf_file or "
-                           f"move it away{kept}")
-    try:
-        return h5py.File(path, "r")
-    except OSError as e:
-        raise SurfaceError(f"{path} is a damaged or truncated HDF5 file ({_h5_reason(e)}): delete it or move it "
-                           f"away to start over{kept}") from None
-
-
-def _host() -> str:
-    return "".join(c if c.isalnum() or c in "._" else "_" for c in socket.gethostname()) or "host"
-
-
-def _temp_name(target: str) -> str:
-    return f"{target}.tmp-{_host()}-{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as s:
-            return s.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-    except (OSError, IndexError):
-        return True
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def remove_stale_temp_files(target: str) -> list[str]:
-    """Removes the temporary files of `target` that killed runs left: those of dead processes on this host
-    (and this process's own), and any older than `STALE_TEMP_SECONDS` (another host's, on a shared
-    folder). Returns the paths removed."""
-    prefix = f"{target}.tmp"
-    removed = []
-    for name in glob.glob(glob.escape(target) + ".tmp*"):
-        rest = name[len(prefix):]
-        if rest.startswith("-"):
-            host, _, pid = rest[1:].rpartition("-")
-        else:
-            host, pid = _host(), rest  # ``<file>.tmp<pid>`` of older versions
-        if not pid.isdigit():
-            continue
-        try:
-            age = time.time() - os.path.getmtime(name)
-        except OSError:
-            continue
-        local = host == _host()
-        if (local and (int(pid) == os.getpid() or not _alive(int(pid)))) or age > STALE_TEMP_SECONDS:
-            _unlink_quietly(name)
-            removed.append(name)
-    return removed
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_with(target: str, build: Callable[[h5py.File], object], *, shown: str) -> object:
-    """Writes a new version of `target` with `build` into a temporary file beside it, fsyncs it and
-    renames it over `target` (then fsyncs the folder): a kill at any moment leaves the old version or the
-    new one. Returns what `build` returned."""
-    tmp = _temp_name(target)
-    mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else None
-    try:
-        with h5py.File(tmp, "w") as new:
-            result = build(new)
-        _fsync_path(tmp)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException as e:
-        _unlink_quietly(tmp)
-        if isinstance(e, (OSError, RuntimeError)):
-            raise SurfaceError(f"cannot write surface file {shown}: {_h5_reason(e)} (the file on disk is "
-                               f"unchanged)") from None
-        raise
-    try:
-        _fsync_path(os.path.dirname(target))  # the rename itself survives a power failure
-    except OSError:
-        pass  # folders cannot be opened on some systems; the rename is still atomic
-    return result
-
-
 def _values_dataset(f: h5py.File, name: str, data: np.ndarray, dtype: str) -> None:
     # Contiguous and written now, so its storage is allocated: later writes touch only its raw data.
     f.create_dataset(name, data=np.ascontiguousarray(data, dtype=dtype), dtype=dtype, track_times=False)
@@ -491,20 +362,20 @@ class SurfaceFile:
             raise SurfaceError(f"cannot write surface file {path}: folder {folder} is not writable")
         remove_stale_temp_files(target)
         if not os.path.lexists(target):
-            broken = _replace_with(target, lambda new: _new_version(new, None, job, groups, provenance), shown=path)
+            broken = replace_with(target, lambda new: _new_version(new, None, job, groups, provenance), shown=path)
         else:
-            with _open_hdf5(path, writing=True) as old:
+            with open_hdf5(path, writing=True) as old:
                 try:
                     cls._check_job(path, old, job)
                 except (OSError, KeyError, RuntimeError) as e:
-                    raise SurfaceError(f"{path} is a damaged surface file ({_h5_reason(e)}): delete it or move "
+                    raise SurfaceError(f"{path} is a damaged surface file ({h5_reason(e)}): delete it or move "
                                        f"it away to start over (it was left unchanged)") from None
-                broken = _replace_with(target, lambda new: _new_version(new, old, job, groups, provenance),
+                broken = replace_with(target, lambda new: _new_version(new, old, job, groups, provenance),
                                        shown=path)
         try:
             handle = h5py.File(target, "r+")
         except OSError as e:
-            raise SurfaceError(f"cannot open surface file {path} for writing: {_h5_reason(e)}") from None
+            raise SurfaceError(f"cannot open surface file {path} for writing: {h5_reason(e)}") from None
         try:
             return cls(path, handle, job, broken)
         except BaseException:
@@ -647,7 +518,7 @@ def read_surface(path: str) -> Surface:
     Files of the original tool have no done masks and use -1 for points never computed: those
     loss and accuracy values are read as NaN (a square grid's orientation is the same as ours).
     """
-    with _open_hdf5(path) as f:
+    with open_hdf5(path) as f:
         try:
             if "xcoordinates" not in f:
                 raise SurfaceError(f"{path} is not a surface file: it has no 'xcoordinates'")
@@ -680,7 +551,7 @@ def read_surface(path: str) -> Surface:
                 d = f["dir_file"][()]
                 attrs["dir_file"] = d.decode() if isinstance(d, bytes) else str(d)
         except (OSError, KeyError, RuntimeError) as e:
-            raise SurfaceError(f"cannot read surface file {path}: {_h5_reason(e)}") from None
+            raise SurfaceError(f"cannot read surface file {path}: {h5_reason(e)}") from None
     return Surface(path, x, y, values, attrs, original_layout=not ours)
 
 

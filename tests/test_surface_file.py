@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import surface_file
+import surface_storage
 from conftest import run_command
 from surface_file import GROUP_DATASETS, Axis, Grid, Provenance, SurfaceError, SurfaceFile, SurfaceJob, read_surface
 
@@ -328,8 +329,8 @@ def _check_and_complete(path, j):
 
 def _killed_at_line(n, scenario):
     """Runs `scenario` in a forked child that SIGKILLs itself just before the n-th line it executes in
-    surface_file.py (0: never); returns (killed, the (function, line) of every line executed)."""
-    source = os.path.realpath(surface_file.__file__)
+    surface_file.py or surface_storage.py (0: never); returns (killed, the (function, line) of every line executed)."""
+    sources = {os.path.realpath(m.__file__) for m in (surface_file, surface_storage)}
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -339,13 +340,13 @@ def _killed_at_line(n, scenario):
 
         def local(frame, event, arg):
             if event == "line":
-                seen.append((frame.f_code.co_name, frame.f_lineno))
+                seen.append((os.path.basename(frame.f_code.co_filename), frame.f_code.co_name, frame.f_lineno))
                 if len(seen) == n:
                     os.kill(os.getpid(), signal.SIGKILL)
             return local
 
         try:
-            sys.settrace(lambda frame, event, arg: local if frame.f_code.co_filename == source else None)
+            sys.settrace(lambda frame, event, arg: local if frame.f_code.co_filename in sources else None)
             scenario()
             sys.settrace(None)
             os.write(w, json.dumps(seen).encode())
@@ -369,7 +370,7 @@ def _killed_at_line(n, scenario):
 def test_a_kill_at_any_line_of_the_file_code_leaves_a_file_that_reopens_and_completes(tmp_path, start):
     """Creation, adding the test group (``--eval_on both`` on a train-only file), the run history, the repair
     of a group half made by an older version, and flushes: killed before each distinct line of
-    surface_file.py they execute (its first execution), each time followed by the next run's reopen."""
+    surface_file.py and surface_storage.py they execute (its first execution), each time followed by the next run's reopen."""
     j = job()
     base, path = tmp_path / "base.h5", tmp_path / "s.h5"
     if start == "half_made_group":
@@ -443,12 +444,12 @@ def test_leftover_temporary_files_of_killed_runs_are_removed(tmp_path):
     path = tmp_path / "s.h5"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    host = surface_file._host()
+    host = surface_storage._host()
     gone = [f"s.h5.tmp-{host}-{dead.pid}", f"s.h5.tmp{dead.pid}", "s.h5.tmp-otherhost-1"]
     kept = [f"s.h5.tmp-{host}-{os.getppid()}", "s.h5.tmp-otherhost-2", "s.h5.tmp-notes"]
     for name in gone + kept:
         (tmp_path / name).write_bytes(b"partial")
-    old = time.time() - 2 * surface_file.STALE_TEMP_SECONDS
+    old = time.time() - 2 * surface_storage.STALE_TEMP_SECONDS
     os.utime(tmp_path / "s.h5.tmp-otherhost-1", (old, old))  # another host's, long dead
     SurfaceFile.open(str(path), job(), ["train"], Provenance()).close()
     assert sorted(p.name for p in tmp_path.glob("s.h5.tmp*")) == sorted(kept)
