@@ -135,6 +135,13 @@ def _announce(signum: int, team: Optional[Team], context: JobContext) -> None:
     if team is not None:
         team.take_notes(TAG_NOTE)
         died = team.gone_without_word()
+        # A worker that got the same signal sends its note and exits at once: give a note in flight 0.1 s to
+        # arrive before calling its rank dead (mpirun's SIGKILL follows its SIGTERM about 0.2 s later).
+        end = time.monotonic() + 0.1
+        while died and time.monotonic() < end:
+            time.sleep(0.005)
+            team.take_notes(TAG_NOTE)
+            died = team.gone_without_word()
     saving = ("saving what was computed in " + context.surf_file + "; rerun the same command to resume"
               if context.surf_file and os.path.exists(context.surf_file) else "nothing was computed yet")
     if died:
