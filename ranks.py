@@ -63,6 +63,13 @@ class RootGone(RuntimeError):
     """A worker heard nothing from rank 0 for the timeout: it is stopped, hung or dead."""
 
 
+def note_failure(src: int, note: dict) -> Optional[PeerFailed]:
+    """The `PeerFailed` a worker's failure note stands for, or None for a signal note."""
+    if "error" not in note:
+        return None
+    return PeerFailed(f"rank {src} failed: {note['error']}", rank=src, traceback_text=note.get("traceback", ""))
+
+
 def describe(error: BaseException) -> str:
     """``RuntimeError: CUDA out of memory ...``: the error's type and message on one line."""
     text = " ".join(str(error).split())
@@ -297,9 +304,9 @@ def everywhere(comm: Any, fn: Callable[[], Any], *, log: Callable[[str], None] =
     for r in team.alive_workers():
         def _silent(r=r):
             for src, note in team.take_notes(TAG_NOTE):  # a worker that failed between two steps
-                if "error" in note:
-                    raise PeerFailed(f"rank {src} failed: {note['error']}", rank=src,
-                                     traceback_text=note.get("traceback", ""))
+                failed = note_failure(src, note)
+                if failed is not None:
+                    raise failed
                 team.lose(src, f"was ended by {note['signal']}")
             if r in team.lost:
                 raise _Silent(0.0)

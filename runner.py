@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ranks import (TAG_NOTE, PeerFailed, RootGone, RunInterrupted, Team, describe, end_job,
-                   exit_quietly_on_signals, install_interrupt_handlers, leave, setup_mpi, team_of)
+                   exit_quietly_on_signals, install_interrupt_handlers, leave, setup_mpi)
 from scheduler import report_failure, report_signal
 
 WORKER_GRACE = 10.0  # seconds a failed worker waits for rank 0 to end the job
@@ -183,4 +183,4 @@ def _fail_worker(error: BaseException, comm: Any, team: Optional[Team]) -> None:
     leave(1)
 
 
-__all__ = ["JobContext", "run_job", "user_errors", "team_of"]
+__all__ = ["JobContext", "run_job", "user_errors"]

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import faults
 from ranks import (POLL, TAG_NOTE, PeerFailed, RankLost, RootGone, RunInterrupted, Team, everywhere, failure_message,
-                   root_first, team_of)
+                   note_failure, root_first, team_of)
 
 __all__ = ["block_split", "default_chunk_size", "make_chunks", "run_tasks", "RunStats", "report_failure",
            "report_signal", "root_first", "everywhere", "PeerFailed", "RankLost", "RootGone", "RunInterrupted"]
@@ -244,11 +244,10 @@ class _Server:
             self.finished.add(src)
 
     def _on_note(self, src: int, msg: dict) -> None:
-        if "error" in msg:
-            if self.error is None:
-                self.error = PeerFailed(f"rank {src} failed: {msg['error']}", rank=src,
-                                        traceback_text=msg.get("traceback", ""))
-        elif "signal" in msg:
+        failed = note_failure(src, msg)
+        if failed is not None:
+            self.error = self.error or failed
+        else:
             self._lose(src, f"was ended by {msg['signal']}")
 
     def _receive(self, *, final: bool = False) -> bool:
