@@ -1,59 +1,13 @@
 #!/usr/bin/env python
-"""Command: export a 2D surface file as a 3D mesh: VTP (ParaView), binary PLY (Blender, MeshLab, 3D printing)
-or a self-contained interactive HTML page.
+"""Command: export a surface file to ParaView (.vtp), a self-contained HTML page, OBJ, PLY or CSV
+(doc/export.md).
 
-    python h52vtp.py --surf_file surf.h5 [--surf_name train_loss] [--zmax 10] [--log] [--interp 200] \
-        [--format vtp ply html]
+The command lives in `loss_landscape.cli.export`; ``loss-landscape export`` is the same command.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-import argtypes
-from surface_export import FORMATS, INTERP_METHODS, export_surface
-from surface_file import SurfaceError, read_surface
-
-
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argtypes.ArgumentParser(description="Export a 2D loss surface file as VTP, PLY or HTML.", add_help=add_help)
-    g = p.add_argument_group("input")
-    g.add_argument("--surf_file", "--file", "-f", required=True,
-                   help="the 2D surface file (HDF5), of this tool or of the original one")
-    g.add_argument("--surf_name", default="train_loss",
-                   help="the quantity: train_loss, train_acc, test_loss, test_acc, ... (default: train_loss)")
-    g = p.add_argument_group("height")
-    g.add_argument("--zmax", type=float, default=-1, metavar="Z",
-                   help="clip values above this; <= 0 keeps them (default: -1, no clipping)")
-    g.add_argument("--log", action="store_true",
-                   help="height log(value + 0.1), after clipping (default: the value itself)")
-    g.add_argument("--interp", type=int, default=-1, metavar="N",
-                   help="resample on an N x N grid over the same x and y range, N >= 2 (default: -1, the file's grid)")
-    g.add_argument("--interp_method", default="cubic", choices=INTERP_METHODS,
-                   help="for --interp: cubic is the original's bicubic spline and needs every value finite, "
-                        "linear tolerates missing points (default: cubic)")
-    g = p.add_argument_group("output")
-    g.add_argument("--format", nargs="+", default=["vtp"], choices=FORMATS,
-                   help="one or more of vtp, ply, html (default: vtp)")
-    g.add_argument("--output", "--prefix", default=None, metavar="PREFIX",
-                   help="output path prefix; files are PREFIX_<surf_name>[_log][_zmaxZ][_interpN].<format> "
-                        "(default: the surface file without .h5)")
-    return p
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        paths = export_surface(read_surface(args.surf_file), surf_name=args.surf_name, formats=args.format,
-                               zmax=args.zmax, log=args.log, interp=args.interp, interp_method=args.interp_method,
-                               prefix=args.output)
-    except SurfaceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    for path in paths:
-        print(f"wrote {path}")
-    return 0
-
+from loss_landscape.cli.export import get_args_parser, main, run  # noqa: F401  (the command's face)
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run())

@@ -25,7 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from surface_file import Axis, Grid, Provenance, SurfaceFile, SurfaceJob  # noqa: E402
+from loss_landscape.surface.grid import Axis, Grid, Provenance, SurfaceJob
+from loss_landscape.surface.file import SurfaceFile  # noqa: E402
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

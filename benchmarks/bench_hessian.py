@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import curvature  # noqa: E402
-import embedded  # noqa: E402
-import models  # noqa: E402
-from data import load_dataset  # noqa: E402
-from evaluation import DeviceSplit  # noqa: E402
+from loss_landscape import curvature  # noqa: E402
+from loss_landscape.models import digits as embedded  # noqa: E402
+from loss_landscape.models import loading as models  # noqa: E402
+from loss_landscape.data import load_dataset  # noqa: E402
+from loss_landscape.evaluation import DeviceSplit  # noqa: E402
 
 
 def timed(fn, device, repeats):

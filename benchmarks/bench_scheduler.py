@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from surface_file import Axis, Grid, Provenance, SurfaceFile, SurfaceJob  # noqa: E402
+from loss_landscape.surface.grid import Axis, Grid, Provenance, SurfaceJob
+from loss_landscape.surface.file import SurfaceFile  # noqa: E402
 
 
 def _job(n: int) -> SurfaceJob:
@@ -41,8 +42,8 @@ def _compute(chunk):
 
 def inner(n: int, path: str, chunk_size: int | None, flush_every: float) -> None:
     """One measured run (under mpiexec when started with --inner --mpi)."""
-    from ranks import Team, setup_mpi
-    from scheduler import run_tasks
+    from loss_landscape.parallel.ranks import Team, setup_mpi
+    from loss_landscape.parallel.scheduler import run_tasks
     use_mpi = "--mpi" in sys.argv
     comm = setup_mpi(use_mpi)
     team = Team.start(comm, 60.0) if comm is not None and comm.Get_size() > 1 else None

@@ -29,12 +29,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cifar10.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, write_cifar10_folder  # noqa: E402
-from data import EvalData, Split  # noqa: E402
-from landscape import EvalSettings, PointEvaluator  # noqa: E402
-from models import build_model  # noqa: E402
-from net_plotter import DirectionSpec, make_directions  # noqa: E402
-from surface_file import Axis, Grid  # noqa: E402
+from loss_landscape.cifar10_data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, write_cifar10_folder  # noqa: E402
+from loss_landscape.data import EvalData, Split  # noqa: E402
+from loss_landscape.surface.compute import EvalSettings, PointEvaluator  # noqa: E402
+from loss_landscape.models.loading import build_model  # noqa: E402
+from loss_landscape.directions.spec import DirectionSpec
+from loss_landscape.directions.make import make_directions  # noqa: E402
+from loss_landscape.surface.grid import Axis, Grid  # noqa: E402
 
 
 class PILImages(torch.utils.data.Dataset):

@@ -1,109 +1,15 @@
 #!/usr/bin/env python
 """Command: train a CIFAR-10 (or digits, or your own) classifier and save the checkpoints that the
-landscape commands read, with the original's flags and folder layout (see doc/training.md).
+landscape commands read, with the original's flags and folder layout (doc/training.md).
 
     python cifar10/main.py --model resnet56                      # trained_nets/resnet56_sgd_lr=0.1_...
-    python cifar10/main.py --model digits_cnn --epochs 8 --save_epoch 2 --quiet
-    python cifar10/main.py --model resnet56 --resume_model trained_nets/X/model_150.t7 \\
-        --resume_opt trained_nets/X/opt_state_150.t7
+
+The command lives in `loss_landscape.cli.train`; ``loss-landscape train`` is the same command.
 """
 
-from __future__ import annotations
-
-import argparse
-import os
 import sys
 
-# Run as `python cifar10/main.py`, Python puts cifar10/ first on sys.path, where cifar10/data.py would
-# shadow the top-level data.py: the repository root goes first instead.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_HERE)
-sys.path[:] = [_ROOT] + [p for p in sys.path if os.path.abspath(p or ".") not in (_HERE, _ROOT)]
-
-import argtypes  # noqa: E402
-
-OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")  # as cifar10.train.OPTIMIZERS, without importing torch
-LOSSES = ("crossentropy", "mse")
-
-
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argtypes.ArgumentParser(description="Train a classifier and save checkpoints for loss-landscape plots.",
-                                add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="vgg9",
-                   help="registry name (resnet56, vgg9, ...), digits_cnn/digits_mlp, or pkg.module:factory")
-    g.add_argument("--dataset", default=None,
-                   help="cifar10, digits or pkg.module:factory (default: the model's own, cifar10 otherwise)")
-    g.add_argument("--datapath", default="cifar10/data", help="folder holding cifar-10-batches-py")
-    g.add_argument("--raw_data", action="store_true", help="no mean/std normalization of the inputs")
-    g.add_argument("--noaug", action="store_true", help="no random crop and flip")
-    g.add_argument("--label_corrupt_prob", type=argtypes.probability, default=0.0,
-                   help="fraction of training labels replaced by a different random class")
-    g = p.add_argument_group("optimization")
-    g.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="sgd uses Nesterov momentum")
-    g.add_argument("--lr", type=argtypes.nonneg_float, default=0.1, help="initial learning rate")
-    g.add_argument("--lr_decay", type=argtypes.nonneg_float, default=0.1,
-                   help="factor applied after 1/2, 3/4 and 11/12 of the epochs")
-    g.add_argument("--weight_decay", type=argtypes.nonneg_float, default=0.0005, help="L2 weight decay")
-    g.add_argument("--momentum", type=argtypes.nonneg_float, default=0.9, help="momentum (sgd, rmsprop)")
-    g.add_argument("--batch_size", type=argtypes.pos_int, default=128, help="minibatch size")
-    g.add_argument("--epochs", type=argtypes.pos_int, default=300, help="number of epochs")
-    g.add_argument("--loss_name", default="crossentropy", choices=LOSSES, help="training loss")
-    g.add_argument("--rand_seed", type=argtypes.nonneg_int, default=0,
-                   help="seed of the initialization, label corruption, shuffling and augmentation")
-    g = p.add_argument_group("checkpoints")
-    g.add_argument("--save", default="trained_nets", help="parent folder of the run's folder")
-    g.add_argument("--save_epoch", type=argtypes.pos_int, default=10, help="save every this many epochs")
-    g.add_argument("--resume_model", default=None, help="model_E.t7 to continue from")
-    g.add_argument("--resume_opt", default=None, help="opt_state_E.t7 to continue from (with --resume_model)")
-    g = p.add_argument_group("compute")
-    g.add_argument("--cuda", action="store_true", help="train on the GPU")
-    g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
-    return p
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.resume_opt and not args.resume_model:
-        print("error: --resume_opt needs --resume_model", file=sys.stderr)
-        return 1
-    for flag in ("resume_model", "resume_opt"):
-        path = getattr(args, flag)
-        if path and not os.path.isfile(path):
-            print(f"error: --{flag} file {path} does not exist", file=sys.stderr)
-            return 1
-    # Imported here so that --help and argument errors answer at once.
-    from cifar10.train import TrainError, default_augmentation, init_model, save_folder_name, train
-    from data import DataError, load_dataset
-    from evaluation import EvaluationError, pick_device
-    from models import ModelError, check_name, native_dataset
-
-    try:
-        check_name(args.model)
-        dataset = args.dataset or native_dataset(args.model) or "cifar10"
-        device = pick_device(args.cuda, local_rank=0)
-        data = load_dataset(dataset, datapath=args.datapath, raw_data=args.raw_data)
-        folder = os.path.join(args.save, save_folder_name(
-            model=args.model, optimizer=args.optimizer, lr=args.lr, lr_decay=args.lr_decay,
-            batch_size=args.batch_size, weight_decay=args.weight_decay, momentum=args.momentum,
-            save_epoch=args.save_epoch, loss_name=args.loss_name, noaug=args.noaug, raw_data=args.raw_data,
-            label_corrupt_prob=args.label_corrupt_prob, seed=args.rand_seed, epochs=args.epochs,
-            dataset=None if dataset in ("cifar10", native_dataset(args.model)) else dataset))
-        model = init_model(args.model, seed=args.rand_seed, num_classes=data.num_classes)
-        record = dict(vars(args), dataset=dataset, save_folder=folder)
-        result = train(model, data, save_folder=folder, model_name=args.model, epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, optimizer=args.optimizer,
-                       weight_decay=args.weight_decay, momentum=args.momentum, save_epoch=args.save_epoch,
-                       seed=args.rand_seed, loss_name=args.loss_name,
-                       augmentation=None if args.noaug else default_augmentation(data),
-                       label_corrupt_prob=args.label_corrupt_prob, device=device,
-                       resume_model=args.resume_model, resume_opt=args.resume_opt, record=record,
-                       progress=not args.quiet, log=(lambda *a: None) if args.quiet else print)
-    except (TrainError, ModelError, DataError, EvaluationError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"done: epoch {result.epoch}, test accuracy {result.test_acc:.2f}%, checkpoints in {result.save_folder}")
-    return 0
-
+from loss_landscape.cli.train import get_args_parser, main, run  # noqa: F401  (the command's face)
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run())

@@ -61,14 +61,14 @@ def run_command(script: str, *args: str, cwd: Path, ranks: int = 0, timeout: flo
 
 @pytest.fixture(scope="session")
 def digits():
-    from data import load_dataset
+    from loss_landscape.data import load_dataset
     return load_dataset("digits")
 
 
 @pytest.fixture(scope="session")
 def trained_ckpt(tmp_path_factory, digits) -> Path:
     """digits_cnn trained for a few epochs, saved in the original's checkpoint form."""
-    import embedded
+    from loss_landscape.models import digits as embedded
     path = tmp_path_factory.mktemp("ckpt") / "model_3.t7"
     embedded.ensure_checkpoint(str(path), "digits_cnn", digits.train.inputs, digits.train.targets, seed=0,
                                epochs=3, log=lambda *a: None)
@@ -78,7 +78,7 @@ def trained_ckpt(tmp_path_factory, digits) -> Path:
 @pytest.fixture(scope="session")
 def trained_ckpt2(tmp_path_factory, digits) -> Path:
     """A second, differently seeded digits_cnn (for interpolation and planes)."""
-    import embedded
+    from loss_landscape.models import digits as embedded
     path = tmp_path_factory.mktemp("ckpt2") / "model_other.t7"
     embedded.ensure_checkpoint(str(path), "digits_cnn", digits.train.inputs, digits.train.targets, seed=1,
                                epochs=2, log=lambda *a: None)
@@ -113,7 +113,7 @@ def tiny(tmp_path_factory):
     import torch.nn.functional as F
     from torch import nn
 
-    from data import load_dataset
+    from loss_landscape.data import load_dataset
     root = tmp_path_factory.mktemp("tiny")
     (root / "tinynet.py").write_text(TINY_NET)
     torch.manual_seed(0)

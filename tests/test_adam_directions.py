@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from adam_directions import (ADAM_MODES, AdamDirectionError, adam_directions, adam_record,
-                             adameq_multiplier, adameq_point, read_adam_moments, read_adam_state)
-from net_plotter import Perturber, normalize_direction_
-from param_vector import ParamVector
+from loss_landscape.directions.adam import (ADAM_MODES, adam_directions, adam_record, adameq_multiplier,
+                                            adameq_point, read_adam_moments, read_adam_state)
+from loss_landscape.errors import AdamDirectionError
+from loss_landscape.directions.perturb import Perturber
+from loss_landscape.directions.vectors import normalize_direction_
+from loss_landscape.params import ParamVector
 
 
 def tiny_net(hidden: int = 4) -> nn.Module:

@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curvature import (PARAM_FILTERS, CurvatureError, HessianOperator, bottom_eigenpairs, density_curve,
-                       extreme_eigenvalues, hutchinson_trace, lla_criteria, slq_density, top_eigenpairs)
-from evaluation import DeviceSplit
+from loss_landscape.curvature.hessian import PARAM_FILTERS, HessianOperator
+from loss_landscape.errors import CurvatureError
+from loss_landscape.curvature.solvers import bottom_eigenpairs, extreme_eigenvalues, top_eigenpairs
+from loss_landscape.curvature.spectrum import density_curve, hutchinson_trace, lla_criteria, slq_density
+from loss_landscape.evaluation import DeviceSplit
 
 
 def mlp() -> nn.Module:
@@ -313,7 +315,8 @@ def test_hessian_directions_run_in_strict_fp32():
     """--axes hessian: the eigenvectors come from products in strict fp32."""
     import json
 
-    from net_plotter import DirectionSpec, hessian_directions
+    from loss_landscape.directions.spec import DirectionSpec
+    from loss_landscape.directions.make import hessian_directions
     from test_evaluation import STRICT, tf32_globals
     model, data = _recorder_case()
     spec = DirectionSpec(kind="hessian", two_d=True, xnorm="", xignore="",

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-import data
-from cifar10 import data as cifar10_data
-from data import DataError, Split, load_dataset, take_part
+from loss_landscape import data
+from loss_landscape import cifar10_data
+from loss_landscape.errors import DataError
+from loss_landscape.data import Split, load_dataset, take_part
 
 N_TRAIN, N_TEST = 50, 20
 

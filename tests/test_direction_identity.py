@@ -17,11 +17,15 @@ import torch
 from torch import nn
 
 from conftest import dense_hessian, run_command, tiny_after_adam
-from data import load_dataset, take_part
-from net_plotter import (DirectionError, Directions, DirectionSpec, direction_identity, load_directions,
-                         normalize_direction_, open_directions, save_directions, setup_directions)
-from param_vector import ParamVector
-from surface_file import read_surface
+from loss_landscape.data import load_dataset, take_part
+from loss_landscape.errors import DirectionError
+from loss_landscape.directions.spec import Directions, DirectionSpec
+from loss_landscape.directions.identity import direction_identity
+from loss_landscape.directions.files import load_directions, save_directions
+from loss_landscape.directions.vectors import normalize_direction_
+from loss_landscape.directions.make import open_directions, setup_directions
+from loss_landscape.params import ParamVector
+from loss_landscape.surface.reader import read_surface
 
 TINY = ["--model", "tinynet:net", "--model_file", "tiny.t7", "--dataset", "digits"]
 PART = ["--data_split", "10", "--split_idx", "1"]  # 140 train examples: dense Hessians stay quick
@@ -158,8 +162,8 @@ def test_original_layout_file_is_used_as_it_is(tmp_path):
 
 
 def test_parser_defaults_are_the_resolved_defaults():
-    import plot_surface
-    from surface_job import DIRECTION_DEFAULTS, SurfaceRequest, with_direction_defaults
+    from loss_landscape.cli import _surface as plot_surface
+    from loss_landscape.surface.job import DIRECTION_DEFAULTS, SurfaceRequest, with_direction_defaults
 
     parser = plot_surface.get_args_parser()
     args = parser.parse_args([])

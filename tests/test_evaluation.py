@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluation import (DeviceSplit, EvaluationError, evaluate, local_rank_from_env, pick_device, precision_context,
-                        recalibrate_bn)
+from loss_landscape.evaluation import (DeviceSplit, evaluate, local_rank_from_env, pick_device,
+                                       precision_context, recalibrate_bn)
+from loss_landscape.errors import EvaluationError
 
 
 def data(n=103, classes=7, seed=0):
@@ -200,7 +201,7 @@ def test_precision_context_restores_per_operator_settings():
 
 
 def test_ranks_per_node_under_plain_srun(monkeypatch):
-    import evaluation
+    from loss_landscape import evaluation
     for var in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "LOCAL_WORLD_SIZE",
                 "SLURM_CPUS_PER_TASK"):
         monkeypatch.delenv(var, raising=False)

@@ -19,10 +19,13 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-import surface_export
+from loss_landscape.surface import export as surface_export
 from conftest import run_command, skip_or_fail, write_original_surface
-from surface_export import output_stem, prepare_mesh, resample
-from surface_file import Axis, Grid, Provenance, SurfaceError, SurfaceFile, SurfaceJob, read_surface
+from loss_landscape.surface.export import output_stem, prepare_mesh, resample
+from loss_landscape.surface.grid import Axis, Grid, Provenance, SurfaceJob
+from loss_landscape.errors import SurfaceError
+from loss_landscape.surface.file import SurfaceFile
+from loss_landscape.surface.reader import read_surface
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, _env, mpiexec, skip_or_fail
-from surface_file import read_surface
+from loss_landscape.surface.reader import read_surface
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 

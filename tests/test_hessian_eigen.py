@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import dense_hessian, run_command, tiny_after_adam
-from data import load_dataset, take_part
-from net_plotter import load_directions
-from surface_file import read_surface
+from loss_landscape.data import load_dataset, take_part
+from loss_landscape.directions.files import load_directions
+from loss_landscape.surface.reader import read_surface
 
 TINY = ["--model", "tinynet:net", "--model_file", "tiny.t7", "--dataset", "digits"]
 PART = ["--data_split", "10", "--split_idx", "1"]  # 140 train examples: dense Hessians stay quick
@@ -234,10 +234,11 @@ def test_bad_inputs_get_one_line(tiny, adam_run):
 
 def test_eigenvalue_map_evaluator_runs_in_strict_fp32():
     """Each point's BN recalibration and Hessian-vector products run with TF32 off, whatever the globals say."""
-    from data import EvalData, Split
-    from hessian_map import EigenEvaluator, EigenSettings
-    from net_plotter import DirectionSpec, make_directions
-    from surface_file import Axis, Grid
+    from loss_landscape.data import EvalData, Split
+    from loss_landscape.surface.eigen import EigenEvaluator, EigenSettings
+    from loss_landscape.directions.spec import DirectionSpec
+    from loss_landscape.directions.make import make_directions
+    from loss_landscape.surface.grid import Axis, Grid
     from test_evaluation import STRICT, FlagRecorder, data, tf32_globals
 
     x, y = data(n=40)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import dense_hessian, run_command
-from data import load_dataset, take_part
+from loss_landscape.data import load_dataset, take_part
 
 def test_numbers_match_the_dense_hessian(tiny):
     root, model = tiny

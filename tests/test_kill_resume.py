@@ -58,7 +58,7 @@ ZYGOTE = r"""
 import json, os, runpy, sys, traceback
 script = sys.argv[1]
 sys.path.insert(0, os.path.dirname(script))
-import plot_surface, surface_job  # noqa: F401  what every run imports, imported once
+import plot_surface, loss_landscape.surface.job  # noqa: F401  what every run imports, imported once
 out = sys.stdout.buffer
 for line in sys.stdin:
     argv, log = json.loads(line)

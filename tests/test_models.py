@@ -12,9 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-import models
-from cifar10.models import UnknownModelError, create_model, list_models, register_model
-from cifar10.models.resnet import BasicBlock, Bottleneck
+from loss_landscape.models import loading as models
+from loss_landscape.errors import UnknownModelError
+from loss_landscape.models.cifar10.registry import create_model, list_models
+from loss_landscape.models.cifar10.registry import register_model
+from loss_landscape.models.cifar10.resnet import BasicBlock, Bottleneck
 
 REFERENCE = json.loads((pathlib.Path(__file__).parent / "data" / "original_models.json").read_text())
 

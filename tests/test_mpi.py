@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import run_command
-from surface_file import read_surface
+from loss_landscape.surface.reader import read_surface
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 

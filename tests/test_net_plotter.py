@@ -9,10 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from net_plotter import (DirectionError, Directions, DirectionSpec, Perturber, create_random_direction,
-                         create_target_direction, direction_generator, load_directions, make_directions,
-                         normalize_direction_, save_directions, setup_directions)
-from param_vector import ParamVector
+from loss_landscape.errors import DirectionError
+from loss_landscape.directions.spec import Directions, DirectionSpec
+from loss_landscape.directions.perturb import Perturber
+from loss_landscape.directions.vectors import (create_random_direction, create_target_direction,
+                                               direction_generator, normalize_direction_)
+from loss_landscape.directions.files import load_directions, save_directions
+from loss_landscape.directions.make import make_directions, setup_directions
+from loss_landscape.params import ParamVector
 
 
 def small_net() -> nn.Module:

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from conftest import run_command, write_original_surface
-from direction_spread import band_statistics, basin_width, direction_spread
-from plot_1D import (default_labels, directions_figure, loss_err_figure, overlay_figure, plot_1d_directions,
-                     plot_1d_loss_err, quantity)
-from surface_file import Axis, Grid, Provenance, SurfaceFile, SurfaceJob, read_surface
+from loss_landscape.surface.spread import band_statistics, basin_width, direction_spread
+from loss_landscape.plotting.one_d_files import default_labels, plot_1d_directions, plot_1d_loss_err
+from loss_landscape.plotting.one_d import directions_figure, loss_err_figure, overlay_figure, quantity
+from loss_landscape.surface.grid import Axis, Grid, Provenance, SurfaceJob
+from loss_landscape.surface.file import SurfaceFile
+from loss_landscape.surface.reader import read_surface
 
 
 def make_surface(path, grid, loss, acc=lambda *c: 90.0, *, groups=("train", "test"), skip=(), model="s"):

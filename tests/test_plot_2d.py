@@ -11,8 +11,9 @@ import pytest
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
 from conftest import run_command, write_original_surface
-from plot_2D import KINDS, figure_2d, plot_2d
-from surface_file import Axis, Grid, Surface, read_surface
+from loss_landscape.plotting.two_d import KINDS, figure_2d, plot_2d
+from loss_landscape.surface.grid import Axis, Grid
+from loss_landscape.surface.reader import Surface, read_surface
 from test_plots import make_surface
 
 LEVELS = np.arange(0.0, 2.0, 0.1)

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from conftest import ROOT, _env, run_command
-from data import load_dataset
-from evaluation import DeviceSplit, evaluate
-from models import load_model
-from surface_file import read_surface
+from loss_landscape.data import load_dataset
+from loss_landscape.evaluation import DeviceSplit, evaluate
+from loss_landscape.models.loading import load_model
+from loss_landscape.surface.reader import read_surface
 
 
 def plain_loss(name, ckpt, split="train"):

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import run_command, write_original_surface
-from plot_2D import plot_2d_contour
-from surface_file import Axis, Grid, Provenance, SurfaceFile, SurfaceJob, read_surface
+from loss_landscape.plotting.two_d import plot_2d_contour
+from loss_landscape.surface.grid import Axis, Grid, Provenance, SurfaceJob
+from loss_landscape.surface.file import SurfaceFile
+from loss_landscape.surface.reader import read_surface
 
 
 def make_surface(path, grid, fn):

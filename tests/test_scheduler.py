@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler import PeerFailed, block_split, default_chunk_size, everywhere, make_chunks, root_first, run_tasks
+from loss_landscape.parallel.ranks import PeerFailed, everywhere, root_first
+from loss_landscape.parallel.scheduler import block_split, default_chunk_size, make_chunks, run_tasks
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 51 * 51, 100])
@@ -80,7 +81,7 @@ def test_collectives_without_mpi_just_call():
 
 
 def test_fault_specs_are_checked():
-    import faults
+    from loss_landscape.parallel import faults
     assert faults._parse("") is None
     assert faults._parse("2:midrun:exception") == (2, "midrun", "exception", 2)
     assert faults._parse("0:flush:sigstop:3") == (0, "flush", "sigstop", 3)
@@ -91,7 +92,7 @@ def test_fault_specs_are_checked():
 
 def test_an_interrupt_is_not_an_exception_of_the_computation():
     # `except Exception` on the way (a set-up step, a worker's compute) must not swallow a signal.
-    from scheduler import RunInterrupted
+    from loss_landscape.parallel.ranks import RunInterrupted
     assert not issubclass(RunInterrupted, Exception)
     with pytest.raises(RunInterrupted):
         everywhere(None, lambda: (_ for _ in ()).throw(RunInterrupted(15)))

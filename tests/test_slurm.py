@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT, _env, run_command
 from slurm_cluster import SlurmCluster, processes_mentioning, require_slurm
-from surface_file import Surface, read_surface
+from loss_landscape.surface.reader import Surface, read_surface
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

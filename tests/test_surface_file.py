@@ -19,10 +19,13 @@ import h5py
 import numpy as np
 import pytest
 
-import surface_file
-import surface_storage
+from loss_landscape.surface import file as surface_file, grid as surface_grid, reader as surface_reader
+from loss_landscape.surface import storage as surface_storage
 from conftest import run_command
-from surface_file import GROUP_DATASETS, Axis, Grid, Provenance, SurfaceError, SurfaceFile, SurfaceJob, read_surface
+from loss_landscape.surface.grid import GROUP_DATASETS, Axis, Grid, Provenance, SurfaceJob
+from loss_landscape.errors import SurfaceError
+from loss_landscape.surface.file import SurfaceFile
+from loss_landscape.surface.reader import read_surface
 
 
 @pytest.mark.parametrize("text, msg", [("-1:1", "MIN:MAX:NUM"), ("a:b:c", "numbers"), ("-1:1:1", "at least 2"),
@@ -330,7 +333,7 @@ def _check_and_complete(path, j):
 def _killed_at_line(n, scenario):
     """Runs `scenario` in a forked child that SIGKILLs itself just before the n-th line it executes in
     surface_file.py or surface_storage.py (0: never); returns (killed, the (function, line) of every line executed)."""
-    sources = {os.path.realpath(m.__file__) for m in (surface_file, surface_storage)}
+    sources = {os.path.realpath(m.__file__) for m in (surface_file, surface_grid, surface_reader, surface_storage)}
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child

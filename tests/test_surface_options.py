@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-import embedded
+from loss_landscape.models import digits as embedded
 from conftest import run_command
-from evaluation import DeviceSplit, evaluate, recalibrate_bn
-from models import load_model
-from surface_file import read_surface
+from loss_landscape.evaluation import DeviceSplit, evaluate, recalibrate_bn
+from loss_landscape.models.loading import load_model
+from loss_landscape.surface.reader import read_surface
 
 
 def test_data_parts_are_disjoint_and_cover_the_set(tmp_path, trained_ckpt):

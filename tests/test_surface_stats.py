@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from surface_stats import (centre_index_2d, count_kinds, critical_lines, critical_points, sharpness_1d,
-                           sharpness_2d, sharpness_lines)
+from loss_landscape.surface.stats import (centre_index_2d, count_kinds, critical_lines, critical_points,
+                                          sharpness_1d, sharpness_2d, sharpness_lines)
 
 
 def grid(fn, x, y):

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from cifar10.train import (Augmentation, augment_batch, corrupt_labels, default_augmentation, init_model, lr_at,
-                           lr_milestones, save_folder_name, train)
-from evaluation import DeviceSplit, evaluate
-from models import load_model
+from loss_landscape.training import (Augmentation, augment_batch, corrupt_labels, default_augmentation,
+                                     init_model, lr_at, lr_milestones, save_folder_name, train)
+from loss_landscape.evaluation import DeviceSplit, evaluate
+from loss_landscape.models.loading import load_model
 from conftest import run_command
 
 

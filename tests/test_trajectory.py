@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-import embedded
-import trajectory
+from loss_landscape.models import digits as embedded
+from loss_landscape.trajectory import pca as trajectory
 from conftest import run_command
-from net_plotter import check_fits, load_directions
-from param_vector import ParamVector
-from plot_2D import read_axis_labels, read_projection
-from trajectory import (Checkpoint, TrajectoryError, list_checkpoints, pca_directions, project_trajectory,
-                        save_pca_directions)
+from loss_landscape.directions.files import check_fits, load_directions
+from loss_landscape.params import ParamVector
+from loss_landscape.plotting.two_d import read_axis_labels, read_projection
+from loss_landscape.trajectory.pca import (Checkpoint, list_checkpoints, pca_directions, project_trajectory,
+                                           save_pca_directions)
+from loss_landscape.errors import TrajectoryError
 
 K = 8  # checkpoints, the final one included
 
@@ -195,7 +196,7 @@ def _fails(tmp_path, *args, capsys=None):
         proc = run_command("plot_trajectory.py", *args, cwd=tmp_path, check=False)
         code, err = proc.returncode, proc.stderr
     else:
-        import plot_trajectory
+        from loss_landscape.cli import trajectory as plot_trajectory
         capsys.readouterr()
         code = plot_trajectory.main(plot_trajectory.get_args_parser().parse_args(list(args)))
         err = capsys.readouterr().err

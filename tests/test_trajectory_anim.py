@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-import embedded
+from loss_landscape.models import digits as embedded
 from conftest import run_command
-from net_plotter import DirectionSpec, Directions, save_directions
-from param_vector import ParamVector
+from loss_landscape.directions.spec import DirectionSpec, Directions
+from loss_landscape.directions.files import save_directions
+from loss_landscape.params import ParamVector
 from test_trajectory import write_path
-from trajectory import Checkpoint, list_checkpoints, project_trajectory
-from trajectory_plot import count_frames, label_subset
-from trajectory_runs import Run, read_runs, shared_directions
+from loss_landscape.trajectory.pca import Checkpoint, list_checkpoints, project_trajectory
+from loss_landscape.plotting.paths import count_frames, label_subset
+from loss_landscape.trajectory.runs import Run, read_runs, shared_directions
 
 N = 6  # checkpoints per run
 
@@ -120,7 +121,7 @@ def test_end_to_end_two_runs_surface_picture_and_animation(two_runs):
     run_command("plot_surface.py", "--model", "digits_cnn", "--model_file", runs[0].checkpoints[-1].path,
                 "--dir_file", "pca.h5", "--x=-1:1:5", "--y=-2:2:5", "--quiet", "--surf_file", "surf.h5", cwd=root)
     # the surface's centre is the centre run's final model: the same loss as its own evaluation
-    from surface_file import read_surface
+    from loss_landscape.surface.reader import read_surface
     s = read_surface(str(root / "surf.h5"))
     assert s.values["train_loss"][np.argmin(np.abs(s.y)), np.argmin(np.abs(s.x))] == pytest.approx(
         paths[0].metrics.loss[-1], rel=1e-5)
@@ -149,7 +150,8 @@ def test_random_and_file_bases(two_runs, tmp_path):
     assert p_rnd[0].projection.x[-1] == 0 and p_rnd[0].metrics is None
     # the same random directions as plot_surface.py draws with --seed 7
     model = _model(runs[0].checkpoints[-1].path)
-    from net_plotter import load_directions, make_directions
+    from loss_landscape.directions.files import load_directions
+    from loss_landscape.directions.make import make_directions
     ref = make_directions(model, DirectionSpec(two_d=True, seed=7))
     got = load_directions(str(tmp_path / "rnd.h5"))
     assert all(torch.equal(a, b) for a, b in zip(got.x, ref.x))

@@ -1,15 +1,11 @@
-"""The 29 CIFAR-10 models the original tool accepts, by name, with its parameter names and order.
+"""The CIFAR-10 model zoo of the original tool (29 models by name, with its parameter names and order), where
+its users look for it. The code lives in `loss_landscape.models.cifar10`; this package re-exports it.
 
-Example:
-    >>> from cifar10.models import create_model, list_models
-    >>> net = create_model("resnet56")
-    >>> "resnet56_noshort" in list_models()
-    True
+    >>> from cifar10.models import create_model
+    >>> create_model("resnet56").__class__.__name__
+    'ResNet_cifar'
 """
 
-from .registry import UnknownModelError, create_model, list_models, register_model
-
-# Imported for their registrations.
-from . import densenet, resnet, vgg  # noqa: E402,F401  isort: skip
+from loss_landscape.models.cifar10 import UnknownModelError, create_model, list_models, register_model
 
 __all__ = ["UnknownModelError", "create_model", "list_models", "register_model"]

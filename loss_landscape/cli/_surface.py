@@ -1,0 +1,262 @@
+"""The surface commands' shared parts: the parser of the 40 surface options, their checks, the request
+they make, and running it under the runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from loss_landscape.cli import _common as argtypes
+from loss_landscape.evaluation import LOSSES, PRECISIONS
+from loss_landscape.directions.spec import IGNORES, NORMS
+from loss_landscape.surface.grid import Axis
+
+
+def _norm_type(text: str) -> str:
+    value = "" if text.lower() == "none" else text
+    if value not in NORMS:
+        raise argparse.ArgumentTypeError(f"unknown norm {text!r}: expected filter, layer, weight, dfilter, dlayer "
+                                         f"or none")
+    return value
+
+
+def _ignore_type(text: str) -> str:
+    value = "" if text.lower() == "none" else text
+    if value not in IGNORES:
+        raise argparse.ArgumentTypeError(f"unknown ignore {text!r}: expected biasbn or none")
+    return value
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """States the default after each help line that does not already say it (and has a value to state)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default in ("", argparse.SUPPRESS)
+        if "default" in text or unset or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+EXPLICIT = "explicit_flags"  # Namespace attribute: the dests of the direction flags given (see _Explicit)
+
+
+class _Explicit(argparse.Action):
+    """Stores the value (the const with nargs=0) and notes that the flag was given: an existing --dir_file is
+    checked against the direction flags given, the others are taken from it (`request_from_args`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        setattr(namespace, EXPLICIT, getattr(namespace, EXPLICIT, frozenset()) | {self.dest})
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argtypes.ArgumentParser(
+        description="Compute a 1D or 2D loss surface around a model (Li et al., NeurIPS 2018).",
+        add_help=add_help, formatter_class=DefaultsFormatter)
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default="digits_cnn",
+                   help="registry name (resnet56, vgg9, ...) or pkg.module:factory (default: digits_cnn, the "
+                        "embedded model)")
+    g.add_argument("--model_file", default=None,
+                   help="checkpoint ({'state_dict': ...} or a bare state dict); default: train the embedded model")
+    g.add_argument("--model_folder", default="", help="folder prefixed to relative --model_file* paths (default: none)")
+    g.add_argument("--model_file2", default=None, help="second model: x = model2 - model, for 1D interpolation (default: none)")
+    g.add_argument("--model_file3", default=None, help="third model: y = model3 - model, the plane of three models (default: none)")
+    g.add_argument("--dataset", default=None,
+                   help="cifar10, digits or pkg.module:factory; default: the model's own dataset")
+    g.add_argument("--datapath", default="cifar10/data", help="folder holding cifar-10-batches-py")
+    g.add_argument("--raw_data", action="store_true", help="do not normalize the images (default: normalize)")
+    g.add_argument("--data_split", type=argtypes.pos_int, default=1, help="split each evaluation set into K parts")
+    g.add_argument("--split_idx", type=argtypes.nonneg_int, default=0, help="evaluate part i of --data_split")
+    g.add_argument("--eval_on", default="train", choices=("train", "test", "both"),
+                   help="which set(s) to evaluate at every point")
+    g.add_argument("--trainloader", default=None, help=argparse.SUPPRESS)
+    g.add_argument("--testloader", default=None, help=argparse.SUPPRESS)
+
+    g = p.add_argument_group("directions")
+    p.set_defaults(**{EXPLICIT: frozenset()})
+    g.add_argument("--dir_file", default=None,
+                   help="direction file to reuse or create; an existing one must hold what the direction flags "
+                        "given ask (the others are taken from it; with none given it is used as it is). Default: "
+                        "named after the model file and settings, and must match them all")
+    g.add_argument("--dir_type", action=_Explicit, default="weights", choices=("weights", "states"),
+                   help="weights: parameters only; states: the full state dict incl. BN running statistics")
+    g.add_argument("--xnorm", action=_Explicit, type=_norm_type, default="filter",
+                   help="normalization of x: filter, layer, weight, dfilter, dlayer or none (default: filter; none "
+                        "for --axes hessian unless --xnorm or --xignore is given)")
+    g.add_argument("--ynorm", type=_norm_type, default=None, help="normalization of y; default: as --xnorm")
+    g.add_argument("--xignore", action=_Explicit, type=_ignore_type, default="biasbn",
+                   help="biasbn: zero the biases and BN parameters of x; none: move them too (default: biasbn; "
+                        "none for --axes hessian unless --xnorm or --xignore is given)")
+    g.add_argument("--yignore", type=_ignore_type, default=None, help="as --xignore for y; default: as --xignore")
+    g.add_argument("--same_dir", action="store_true", help="y is the same direction as x (default: off)")
+    g.add_argument("--seed", action=_Explicit, type=argtypes.nonneg_int, default=123,
+                   help="seed of the random directions")
+    g.add_argument("--idx", action=_Explicit, type=argtypes.nonneg_int, default=0,
+                   help="index of the random direction pair (different idx, different directions)")
+
+    g = p.add_argument_group("Hessian and Adam axes (doc/curvature.md)")
+    g.add_argument("--axes", action=_Explicit, default="random", choices=("random", "hessian", "adam"),
+                   help="random: Gaussian directions; hessian: the top two Hessian eigenvectors of the model "
+                        "(train set), unit vectors unless --xnorm/--xignore is given; adam: Adam's moments m and v "
+                        "from --opt_file, normalized by --xnorm/--xignore")
+    g.add_argument("--hessian_params", action=_Explicit, default="all", choices=("all", "dim>1"),
+                   help="parameters of the Hessian (axes and eigenvalue maps): all, or dim>1 (conv and linear "
+                        "weights only, as the original)")
+    g.add_argument("--hessian_tol", action=_Explicit, type=float, default=1e-4,
+                   help="relative tolerance of the eigensolver")
+    g.add_argument("--hessian_seed", action=_Explicit, type=argtypes.nonneg_int, default=0,
+                   help="seed of the eigensolver's start vector")
+    g.add_argument("--opt_file", default=None, help="Adam state for --axes adam (default: opt_state_E.t7 beside "
+                                                    "model_E.t7)")
+    g.add_argument("--adam_mode", action=_Explicit, default="add", choices=("add", "adameq"),
+                   help="add: w0 + x*m + y*v; adameq: w0 + (x / sqrt(y)) * m / (sqrt(v) + eps), Adam's update "
+                        "direction (LLA's), needs --y > 0")
+    g.add_argument("--adam_eps", type=float, default=None,
+                   help="eps of adameq (default: the optimizer's own; LLA uses 1e-6)")
+
+    g = p.add_argument_group("grid")
+    g.add_argument("--x", type=argtypes.axis, default=Axis(-1.0, 1.0, 51), help="x coordinates MIN:MAX:NUM")
+    g.add_argument("--y", type=argtypes.axis, default=None, help="y coordinates MIN:MAX:NUM (default: none, a 1D surface)")
+    g.add_argument("--surf_file", default=None, help="surface file to create or resume; default: named after "
+                                                     "the direction file and grid")
+
+    g = p.add_argument_group("compute")
+    g.add_argument("--mpi", action="store_true", help="run across the ranks of mpirun/srun (needs mpi4py; default: serial)")
+    g.add_argument("--cuda", action="store_true", help="evaluate on the GPU of this rank's local rank (default: CPU)")
+    g.add_argument("--batch_size", type=argtypes.pos_int, default=None,
+                   help="images per forward pass; default: 128 on CPU, 1024 on GPU")
+    g.add_argument("--loss_name", default="crossentropy", choices=LOSSES,
+                   help="crossentropy, or mse on softmax outputs against one-hot targets (the original's)")
+    g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (strict), tf32 or bf16")
+    g.add_argument("--bn_recalibrate", type=argtypes.nonneg_int, default=0,
+                   help="re-estimate BN statistics at each point from N training batches (0: off)")
+    g.add_argument("--channels_last", default="auto", choices=("auto", "on", "off"),
+                   help="NHWC memory format for image models (auto: on)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model; pays off on large grids (default: off)")
+    g.add_argument("--flush_every", type=float, default=5.0, help="seconds between crash-safe writes")
+    g.add_argument("--chunk_size", type=argtypes.pos_int, default=None, help="points per scheduling message; default: "
+                                                                     "about 8 chunks per rank, at most 16")
+    g.add_argument("--threads", type=int, default=None, help="accepted for compatibility and ignored: data are "
+                                                             "tensors, no loader workers")
+    g.add_argument("--ngpu", type=int, default=1, help="accepted for compatibility and ignored: one GPU per "
+                                                          "rank, start more ranks for more GPUs")
+    g.add_argument("--rank_timeout", type=argtypes.pos_float, default=60.0,
+                   help="MPI: seconds of silence after which a rank counts as lost (its chunk goes to another "
+                        "rank); a chunk may also take 10 x the slowest chunk so far")
+    g.add_argument("--debug", action="store_true", help="on a failure, print the failing rank's traceback "
+                                                        "(default: one line)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar (default: show one on rank 0)")
+
+    g = p.add_argument_group("plot")
+    g.add_argument("--plot", action="store_true",
+                   help="draw the standard figures when done: 1D loss and accuracy; 2D contour, filled contour, "
+                        "heatmap and 3D surface (default: off)")
+    g.add_argument("--proj_file", default=None, help="trajectory projection to draw on the 2D figures (default: none)")
+    g.add_argument("--loss_max", type=float, default=5.0, help="1D: top of the loss axis")
+    g.add_argument("--vmax", type=float, default=10.0, help="2D: highest contour level")
+    g.add_argument("--vmin", type=float, default=0.1, help="2D: lowest contour level")
+    g.add_argument("--vlevel", type=float, default=0.5, help="2D: spacing of contour levels")
+    g.add_argument("--log", action="store_true", help="logarithmic loss in the plots (default: off)")
+    g.add_argument("--show", action="store_true", help="open the figures in a window (default: off)")
+    return p
+
+
+def check_surface_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Cross-argument checks that argparse cannot express; each a one-line usage error."""
+    if args.trainloader or args.testloader:
+        parser.error("--trainloader/--testloader (pickled loaders) cannot be loaded by torch >= 2.6; "
+                     "use --dataset pkg.module:factory")
+    if args.split_idx >= args.data_split:
+        parser.error(f"--split_idx must be below --data_split ({args.data_split}), got {args.split_idx}")
+    if args.model_file3 and not args.model_file2:
+        parser.error("--model_file3 needs --model_file2 (the plane through three models)")
+    if args.model_file3 and args.y is None:
+        parser.error("--model_file3 gives a y direction: add --y MIN:MAX:NUM")
+    if args.same_dir and args.y is None:
+        parser.error("--same_dir needs a 2D grid: add --y MIN:MAX:NUM")
+    if args.axes != "random" and args.model_file2:
+        parser.error(f"--axes {args.axes} and --model_file2 both choose the directions: give one")
+    if args.axes != "random" and args.dir_type != "weights":
+        parser.error(f"--axes {args.axes} gives parameter directions: use --dir_type weights")
+    if args.axes == "adam" and args.adam_mode == "adameq":
+        if args.y is None:
+            parser.error("--adam_mode adameq needs a 2D grid: x is the step, y the second-moment scale (--y > 0)")
+        if not args.y.min > 0:
+            parser.error(f"--adam_mode adameq steps by x / sqrt(y): --y must be > 0, got {args.y}")
+    if not args.hessian_tol > 0:
+        parser.error(f"--hessian_tol must be > 0, got {args.hessian_tol}")
+    if args.adam_eps is not None and not args.adam_eps >= 0:
+        parser.error(f"--adam_eps must be >= 0, got {args.adam_eps}")
+    if not args.flush_every > 0:
+        parser.error(f"--flush_every must be > 0 seconds, got {args.flush_every}")
+
+
+def _join(folder: str, path: str | None) -> str | None:
+    if path is None or not folder or os.path.isabs(path):
+        return path
+    return os.path.join(folder, path)
+
+
+def request_from_args(args: argparse.Namespace, **overrides):
+    """The `surface_job.SurfaceRequest` this command's arguments ask for (shared with plot_hessian_eigen.py).
+
+    A direction flag not given on the command line becomes None (not asked; `surface_job` resolves it to the
+    default that --help states), so that an existing --dir_file is checked against the flags given only. A
+    Namespace built by hand (no record of what was given) asks for every value it holds.
+    """
+    from loss_landscape.surface.job import SurfaceRequest
+    given = getattr(args, EXPLICIT, None)
+
+    def asked(name: str):
+        return getattr(args, name) if given is None or name in given else None
+
+    fields = dict(
+        model=args.model, model_file=_join(args.model_folder, args.model_file),
+        model_file2=_join(args.model_folder, args.model_file2), model_file3=_join(args.model_folder, args.model_file3),
+        dataset=args.dataset, datapath=args.datapath, raw_data=args.raw_data, data_split=args.data_split,
+        split_idx=args.split_idx, eval_on=("train", "test") if args.eval_on == "both" else (args.eval_on,),
+        dir_file=args.dir_file, dir_type=asked("dir_type"), xnorm=asked("xnorm"), xignore=asked("xignore"),
+        ynorm=args.ynorm, yignore=args.yignore, same_dir=args.same_dir, seed=asked("seed"), idx=asked("idx"),
+        x=args.x, y=args.y, surf_file=args.surf_file, cuda=args.cuda, batch_size=args.batch_size,
+        loss_name=args.loss_name, precision=args.precision, bn_recalibrate=args.bn_recalibrate,
+        channels_last=None if args.channels_last == "auto" else args.channels_last == "on",
+        compile=args.compile, flush_every=args.flush_every, chunk_size=args.chunk_size, axes=asked("axes"),
+        hessian_params=asked("hessian_params"), hessian_tol=asked("hessian_tol"), hessian_seed=asked("hessian_seed"),
+        opt_file=_join(args.model_folder, args.opt_file), adam_mode=asked("adam_mode"), adam_eps=args.adam_eps)
+    fields.update(overrides)
+    return SurfaceRequest(**fields)
+
+
+def execute(args: argparse.Namespace, request, *, eigen=None, plot=None) -> int:
+    """Prepares and runs a surface job on every rank through `runner.run_job` (one line per failure, on any
+    rank and in any phase; resumable interrupts).
+
+    Args:
+        args: this command's arguments (for --mpi, --cuda, --quiet, --rank_timeout, --debug).
+        request: the `SurfaceRequest`.
+        eigen: `hessian_map.EigenSettings` for an eigenvalue map; None for losses.
+        plot: called on rank 0 with the surface when done; returns the files written.
+    """
+    from loss_landscape.cli._runner import run_job  # here, so that --help and argument errors answer at once
+
+    def body(comm, log, context) -> int:
+        from loss_landscape.surface.job import prepare, run
+        job = prepare(request, comm=comm, log=log)
+        context.surf_file = job.surf_file
+        start = time.time()
+        surface = run(job, comm=comm, progress=not args.quiet, log=log, eigen=eigen)
+        if comm is not None and comm.Get_rank() != 0:
+            return 0
+        log(f"done in {time.time() - start:.1f} s: {job.surf_file}")
+        for line in job.summary(surface):
+            log(line)
+        if plot is not None:
+            for f in plot(surface):
+                log(f"wrote {f}")
+        return 0
+
+    return run_job(body, use_mpi=args.mpi, cuda=args.cuda, rank_timeout=args.rank_timeout, debug=args.debug)

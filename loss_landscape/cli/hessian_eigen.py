@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Command: the largest and smallest Hessian eigenvalue at every point of a 1D or 2D grid, on one process
+or across MPI ranks, into a resumable HDF5 file; and the map of |min_eig / max_eig| (the paper's
+measure of non-convexity).
+
+    python plot_hessian_eigen.py --x=-1:1:11 --y=-1:1:11 --plot                  # embedded default
+    mpirun -n 4 python plot_hessian_eigen.py --mpi --cuda --model resnet56 --model_file model_300.t7 \\
+        --x=-1:1:51 --y=-1:1:51 --data_split 10 --plot
+
+Every flag of plot_surface.py applies (model, data, directions, grid, MPI, resume). The eigenvalues are
+those of the Hessian of the mean loss over --eval_on (train by default), so unlike the original tool's
+they do not grow with the number of batches. doc/curvature.md has the details.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+import sys
+
+from loss_landscape.cli import _common as argtypes
+from loss_landscape.cli._surface import (DefaultsFormatter, check_surface_args, execute, get_args_parser as
+                                         surface_parser, request_from_args)
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argtypes.ArgumentParser(
+        description="Hessian eigenvalue map: max_eig, min_eig and |min/max| at every grid point.",
+        add_help=add_help, formatter_class=DefaultsFormatter, parents=[surface_parser(add_help=False)])
+    g = p.add_argument_group("eigenvalue map (also --hessian_params, --hessian_tol, --hessian_seed)")
+    g.add_argument("--hessian_maxiter", type=argtypes.pos_int, default=None,
+                   help="most Lanczos steps per grid point (default: min(parameters, 500))")
+    g.add_argument("--ratio_max", type=float, default=None,
+                   help="2D plot: top of the |min/max| colour scale (default: the largest value)")
+    return p
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    check_surface_args(args, parser)
+    if args.eval_on == "both":
+        parser.error("--eval_on: the Hessian is taken on one set, train or test, not both")
+    if args.precision != "fp32":
+        parser.error(f"--precision {args.precision}: Hessian-vector products are computed in fp32 only")
+    if args.compile:
+        parser.error("--compile does not apply to Hessian-vector products (double backward)")
+    if args.ratio_max is not None and not args.ratio_max > 0:
+        parser.error(f"--ratio_max must be > 0, got {args.ratio_max}")
+
+
+def plot_eigen(surface, *, ratio_max: float | None = None, show: bool = False, fmt: str = "png") -> list[str]:
+    """Writes the |min/max| figure(s) of an eigenvalue map; returns the files written."""
+    import numpy as np
+
+    if surface.ndim == 1:
+        from loss_landscape.plotting.one_d_files import plot_1d_loss_err
+        files = []
+        for name in ("eig_ratio", "max_eig", "min_eig"):
+            files += plot_1d_loss_err(surface, surf_name=name, show=show, fmt=fmt)
+        return files
+    from loss_landscape.plotting.two_d import plot_2d
+    z = surface.values["eig_ratio"]
+    top = ratio_max or (float(np.nanmax(z)) if np.isfinite(z).any() else 1.0)
+    top = top if top > 0 else 1.0
+    return plot_2d(surface, surf_name="eig_ratio", kinds=("heatmap", "filled"), vmin=0.0, vmax=top * 1.0001,
+                   vlevel=top / 20, show=show, fmt=fmt)
+
+
+def main(args: argparse.Namespace) -> int:
+    from loss_landscape.surface.eigen import EigenSettings
+
+    eigen = EigenSettings(eig_on=args.eval_on, params=args.hessian_params, tol=args.hessian_tol,
+                          maxiter=args.hessian_maxiter, seed=args.hessian_seed, loss_name=args.loss_name,
+                          batch_size=args.batch_size, bn_recalibrate=args.bn_recalibrate)
+    tag = f"eig-{args.eval_on}-{'all' if args.hessian_params == 'all' else 'dim2plus'}"
+    plot = (lambda s: plot_eigen(s, ratio_max=args.ratio_max, show=args.show)) if args.plot else None
+    return execute(args, request_from_args(args, surf_tag=tag), eigen=eigen, plot=plot)
+
+
+def run(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Parses `argv` (the command line when None) and runs the command; returns the exit code."""
+    parser = get_args_parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    check_args(args, parser)
+    return main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,157 @@
+"""Hessian-vector products of the mean loss of a model over a whole evaluation set, in float64 sums and
+strict float32 products (the operator every curvature solver takes).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional, Union
+
+import numpy as np
+import scipy.sparse.linalg as spla
+import torch
+from torch import nn
+
+from loss_landscape.evaluation import LOSSES, DeviceSplit, default_batch_size, per_sample_loss, precision_context
+from loss_landscape.errors import CurvatureError
+
+
+PARAM_FILTERS = ("all", "dim>1")
+HESSIAN_PRECISIONS = ("fp32", "tf32")
+
+
+class HessianOperator:
+    """Products with the Hessian of the mean loss of `model` (eval mode) over `data`.
+
+    Args:
+        model: the network; it is put in eval mode and moved to the data's device. With a `dtype`
+            other than its own, a converted copy is differentiated and `model` is left as it is.
+        data: the evaluation set on its device.
+        loss_name: one of `evaluation.LOSSES`.
+        batch_size: samples per forward pass (memory only: the result does not depend on it);
+            default `evaluation.default_batch_size`.
+        params: ``"all"`` or ``"dim>1"`` (only weights with more than one dimension).
+        dtype: the dtype of the forward and backward passes (float32, or float64 for reference values).
+        precision: ``fp32`` (default: strict IEEE float32, TF32 off for cuDNN convolutions and matmuls while
+            a product runs, whatever the global flags say) or ``tf32`` (allowed on the GPU: faster, about 3
+            significant digits per operation). bf16 is refused: Lanczos needs products that are linear and
+            symmetric to many more digits than bfloat16 keeps. See `evaluation.precision_context`.
+
+    Attributes:
+        params: the selected ``nn.Parameter`` objects, in ``model.parameters()`` order.
+        param_names: their names.
+        dim: total number of entries of the selected parameters (the size of H).
+        device: where products are computed.
+        matvecs: Hessian-vector products computed so far (a counter callers may read or reset).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+        >>> op = HessianOperator(net, DeviceSplit(torch.randn(20, 4), torch.randint(0, 3, (20,))))
+        >>> op.matvec(torch.ones(op.dim)).shape == (op.dim,)
+        True
+    """
+
+    def __init__(self, model: nn.Module, data: DeviceSplit, *, loss_name: str = "crossentropy",
+                 batch_size: Optional[int] = None, params: str = "all", dtype: torch.dtype = torch.float32,
+                 precision: str = "fp32"):
+        if loss_name not in LOSSES:
+            raise CurvatureError(f"unknown loss {loss_name!r}: expected one of {', '.join(LOSSES)}")
+        if params not in PARAM_FILTERS:
+            raise CurvatureError(f"unknown parameter filter {params!r}: expected one of {', '.join(PARAM_FILTERS)}")
+        if dtype not in (torch.float32, torch.float64):
+            raise CurvatureError(f"unsupported dtype {dtype}: expected torch.float32 or torch.float64")
+        if precision not in HESSIAN_PRECISIONS:
+            raise CurvatureError(f"unsupported precision {precision!r} for Hessian-vector products: expected "
+                                 f"{' or '.join(HESSIAN_PRECISIONS)}")
+        self.n = len(data)
+        if self.n == 0:
+            raise CurvatureError("the evaluation set is empty: expected at least one sample")
+        self.device = data.inputs.device
+        self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
+        if self.batch_size < 1:
+            raise CurvatureError(f"batch size must be >= 1, got {batch_size}")
+        self.loss_name = loss_name
+        self.params_filter = params
+        self.dtype = dtype
+        self.precision = precision
+        own = next(model.parameters(), None)
+        if own is None:
+            raise CurvatureError("the model has no parameters: expected at least one")
+        if own.dtype != dtype:
+            model = copy.deepcopy(model).to(dtype)
+        self.model = model.to(self.device).eval()
+        named = [(n, p) for n, p in self.model.named_parameters() if params == "all" or p.dim() > 1]
+        if not named:
+            raise CurvatureError(f"parameter filter {params!r} selects no parameter: expected at least one")
+        self.param_names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        for p in self.params:
+            p.requires_grad_(True)
+        self.dim = int(sum(p.numel() for p in self.params))
+        inputs = data.inputs
+        if inputs.is_floating_point() and inputs.dtype != dtype:
+            inputs = inputs.to(dtype)
+        self._inputs = inputs
+        self._targets = data.targets
+        self.matvecs = 0
+
+    def _batches(self):
+        for start in range(0, self.n, self.batch_size):
+            yield self._inputs[start:start + self.batch_size], self._targets[start:start + self.batch_size]
+
+    def unflatten(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """Views of a flat vector of length `dim`, shaped like `params` (same dtype and device as `v`)."""
+        if v.dim() != 1 or v.numel() != self.dim:
+            raise CurvatureError(f"expected a flat vector of length {self.dim}, found shape {tuple(v.shape)}")
+        out, start = [], 0
+        for p in self.params:
+            out.append(v[start:start + p.numel()].view_as(p))
+            start += p.numel()
+        return out
+
+    def _flat64(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([t.reshape(-1) for t in parts])
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for a flat vector `v` of length `dim`; returned in `v`'s dtype and on `v`'s device.
+
+        Example:
+            >>> hv = op.matvec(torch.randn(op.dim))  # doctest: +SKIP
+        """
+        vs = self.unflatten(v.detach().to(device=self.device, dtype=self.dtype))
+        acc = [torch.zeros(p.shape, dtype=torch.float64, device=self.device) for p in self.params]
+        with torch.enable_grad(), precision_context(self.precision, self.device):
+            for x, y in self._batches():
+                loss = per_sample_loss(self.model(x), y, self.loss_name, self.dtype).sum() / self.n
+                grads = torch.autograd.grad(loss, self.params, create_graph=True)
+                dot = sum((g * u).sum() for g, u in zip(grads, vs))
+                for a, h in zip(acc, torch.autograd.grad(dot, self.params)):
+                    a += h
+        self.matvecs += 1
+        return self._flat64(acc).to(device=v.device, dtype=v.dtype)
+
+    def value_and_gradient(self) -> tuple[float, torch.Tensor]:
+        """The mean loss and its flat gradient (float64, on `device`)."""
+        acc = [torch.zeros(p.shape, dtype=torch.float64, device=self.device) for p in self.params]
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        with torch.enable_grad(), precision_context(self.precision, self.device):
+            for x, y in self._batches():
+                loss = per_sample_loss(self.model(x), y, self.loss_name, self.dtype).sum() / self.n
+                for a, g in zip(acc, torch.autograd.grad(loss, self.params)):
+                    a += g
+                total += loss.detach()
+        return float(total), self._flat64(acc)
+
+    def gradient(self) -> torch.Tensor:
+        """The flat gradient of the mean loss (float64, on `device`)."""
+        return self.value_and_gradient()[1]
+
+    def as_linear_operator(self) -> spla.LinearOperator:
+        """A scipy ``LinearOperator`` of shape (dim, dim) taking and returning float64 numpy vectors."""
+        def mv(x):
+            v = torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(-1)))
+            return self.matvec(v).numpy()
+        return spla.LinearOperator((self.dim, self.dim), matvec=mv, rmatvec=mv, dtype=np.float64)
+
+
+Operator = Union[HessianOperator, spla.LinearOperator, np.ndarray]

@@ -1,0 +1,225 @@
+"""Computing a loss surface: evaluate a model at every point of a grid in a direction plane.
+
+`compute_surface` is the library entry point behind ``plot_surface.py``; it takes explicit
+arguments (no argparse Namespace) and an optional MPI communicator.
+
+Example:
+    >>> from data import load_dataset
+    >>> from net_plotter import Directions, DirectionSpec, create_random_direction, direction_generator
+    >>> from param_vector import ParamVector
+    >>> data = load_dataset("digits")                                # doctest: +SKIP
+    >>> model = models.load_model("digits_cnn", "model.t7")           # doctest: +SKIP
+    >>> w = ParamVector.from_model(model, "weights")                  # doctest: +SKIP
+    >>> g = direction_generator(123, 0)                               # doctest: +SKIP
+    >>> dirs = Directions(create_random_direction(w, generator=g),
+    ...                   create_random_direction(w, generator=g), DirectionSpec(two_d=True))  # doctest: +SKIP
+    >>> surf = compute_surface(model, data, dirs, Grid(Axis(-1, 1, 11), Axis(-1, 1, 11)),
+    ...                        "surf.h5", model_name="digits_cnn")      # doctest: +SKIP
+    >>> surf.values["train_loss"].shape                               # doctest: +SKIP
+    (11, 11)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from loss_landscape.data import EvalData
+from loss_landscape.evaluation import DeviceSplit, default_batch_size, evaluate, recalibrate_bn
+from loss_landscape.directions.spec import Directions
+from loss_landscape.directions.perturb import Perturber
+from loss_landscape.parallel import faults
+from loss_landscape.parallel.ranks import everywhere, root_first
+from loss_landscape.parallel.scheduler import run_tasks
+from loss_landscape.surface.grid import Axis, Grid, Provenance, SurfaceJob
+from loss_landscape.surface.reader import Surface, read_surface
+from loss_landscape.surface.file import SurfaceFile
+
+__all__ = ["EvalSettings", "GridEvaluator", "PointEvaluator", "compute_surface", "fill_surface", "Axis", "Grid"]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How each grid point is evaluated (mirrors what the surface file records).
+
+    Attributes:
+        eval_on: the sets to evaluate, ``("train",)``, ``("test",)`` or both.
+        loss_name: ``crossentropy`` or ``mse`` (the original's: softmax against one-hot).
+        batch_size: images per forward pass; None picks one for the device.
+        precision: ``fp32``, ``tf32`` or ``bf16``.
+        bn_recalibrate: re-estimate BN statistics from this many training batches at each point (0: off).
+        channels_last: NHWC images and weights (faster convolutions on CPUs and GPUs); None: on for 4-D data.
+        compile: run the model through ``torch.compile``.
+    """
+
+    eval_on: tuple[str, ...] = ("train",)
+    loss_name: str = "crossentropy"
+    batch_size: Optional[int] = None
+    precision: str = "fp32"
+    bn_recalibrate: int = 0
+    channels_last: Optional[bool] = None
+    compile: bool = False
+
+
+class GridEvaluator:
+    """What every per-rank evaluator of grid points holds: the centre model on the device, a `Perturber`
+    over it, the batch size, and the saved state `restore` puts back. Subclasses define ``__call__``
+    (chunk in, results out).
+
+    The model is placed on the device (and in its memory format) first and the `Perturber` made after, so
+    its in-place writes reach the tensors the forward pass reads.
+    """
+
+    def __init__(self, model: nn.Module, directions: Directions, dir_type: str, grid: Grid, device: torch.device,
+                 *, batch_size: Optional[int] = None, channels_last: bool = False):
+        self.grid, self.device = grid, device
+        self.model = model.to(device).eval()
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._saved_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.perturber = Perturber(self.model, directions, dir_type)
+        self.batch_size = batch_size or default_batch_size(device)
+
+    def restore(self) -> None:
+        """Puts the unperturbed model (weights and BN statistics) back."""
+        self.model.load_state_dict(self._saved_state)
+
+
+class PointEvaluator(GridEvaluator):
+    """Evaluates chunks of grid points on one device; one instance per rank.
+
+    A chunk is a list of (flat index, groups) and the result a list of (flat index, {group: (loss, acc)}),
+    so a later implementation may evaluate several points of a chunk in one batched pass.
+    """
+
+    def __init__(self, model: nn.Module, data: EvalData, directions: Directions, dir_type: str, grid: Grid,
+                 settings: EvalSettings, device: torch.device):
+        sample = data.train.inputs if len(data.train) else data.test.inputs
+        self.channels_last = settings.channels_last if settings.channels_last is not None else sample.dim() == 4
+        super().__init__(model, directions, dir_type, grid, device, batch_size=settings.batch_size,
+                         channels_last=self.channels_last)
+        self.settings = settings
+        need_train = "train" in settings.eval_on or settings.bn_recalibrate > 0
+        self.splits = {}
+        if need_train:
+            self.splits["train"] = DeviceSplit.put(data.train.inputs, data.train.targets, device, self.channels_last)
+        if "test" in settings.eval_on:
+            self.splits["test"] = DeviceSplit.put(data.test.inputs, data.test.targets, device, self.channels_last)
+        self.forward: Callable = torch.compile(self.model) if settings.compile else self.model
+
+    def __call__(self, chunk: Sequence[tuple[int, Sequence[str]]]) -> list[tuple[int, dict]]:
+        out = []
+        for flat, groups in chunk:
+            self.perturber.set_point_(self.grid.coords(flat))
+            if self.settings.bn_recalibrate > 0:
+                recalibrate_bn(self.model, self.splits["train"].inputs, batches=self.settings.bn_recalibrate,
+                               batch_size=self.batch_size, precision=self.settings.precision)
+            values = {}
+            for g in groups:
+                values[g] = evaluate(self.forward, self.splits[g], loss_name=self.settings.loss_name,
+                                     batch_size=self.batch_size, precision=self.settings.precision)
+            out.append((flat, values))
+        return out
+
+
+def compute_surface(model: nn.Module, data: EvalData, directions: Directions, grid: Grid, surf_file: str, *,
+                    model_name: str, model_sha256: str = "", model_file: str = "", dir_file: str = "",
+                    settings: EvalSettings = EvalSettings(), data_split: int = 1, split_idx: int = 0,
+                    device: torch.device | str = "cpu", comm: Any = None, flush_every: float = 5.0,
+                    chunk_size: Optional[int] = None,
+                    progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
+                    log: Callable[[str], None] = lambda line: None) -> Optional[Surface]:
+    """Fills `surf_file` with the loss and accuracy at every grid point, resuming what is missing.
+
+    Every rank calls this with its own model copy and data; rank 0 alone opens the file.
+
+    Args:
+        model: the centre model (its weights are restored afterwards).
+        data: the evaluation sets (already split with `data.take_part` when a subset is wanted).
+        directions: x (and y for a 2D grid).
+        grid: the coordinates; its dimension must match the directions'.
+        surf_file: the HDF5 surface file, created or resumed.
+        model_name, model_sha256, model_file, dir_file: recorded in the file; name and checksum
+            are part of the job a reopened file must match.
+        settings: evaluation settings.
+        data_split, split_idx: which part of the data `data` is (recorded, part of the job).
+        device: where this rank evaluates.
+        comm: mpi4py communicator or None.
+        flush_every: seconds between crash-safe flushes.
+        progress: factory (done_before, total) -> callback(n) for a progress display, rank 0 only.
+        log: where rank 0 reports lost ranks and what it wrote.
+
+    Returns:
+        The surface read back (rank 0), or None on the other ranks.
+    """
+    if grid.ndim != directions.ndim:
+        raise ValueError(f"a {grid.ndim}D grid needs {grid.ndim} direction(s), got {directions.ndim}")
+    device = torch.device(device)
+    world = 1 if comm is None else comm.Get_size()
+    bad = [g for g in settings.eval_on if g not in ("train", "test")]
+    if bad or not settings.eval_on:
+        raise ValueError(f"eval_on must name train and/or test, got {settings.eval_on}")
+    job = SurfaceJob(grid=grid, directions_sha256=directions.sha256(), dir_type=directions.spec.dir_type,
+                     model=model_name, model_sha256=model_sha256, dataset=data.name, data_split=data_split,
+                     split_idx=split_idx, raw_data=bool(data.info.get("raw_data", False)),
+                     loss_name=settings.loss_name, precision=settings.precision,
+                     **SurfaceJob.bn_fields(settings.bn_recalibrate, settings.batch_size or default_batch_size(device),
+                                            len(data.train)))
+    evaluator = build_evaluator(comm, lambda: PointEvaluator(model, data, directions, directions.spec.dir_type, grid,
+                                                             settings, device), log=log)
+    prov = Provenance(dir_file=dir_file, model_file=model_file, world_size=world, batch_size=evaluator.batch_size,
+                      device=str(device), extra={f"data.{k}": v for k, v in data.info.items()})
+    return fill_surface(evaluator, job, settings.eval_on, surf_file, provenance=prov, comm=comm,
+                        flush_every=flush_every, chunk_size=chunk_size, progress=progress, log=log)
+
+
+def build_evaluator(comm: Any, make: Callable[[], Any], *, log: Callable[[str], None] = print) -> Any:
+    """Builds each rank's evaluator as a shared set-up step: a failure on one rank (out of memory while the
+    data go to the device, say) stops every rank with that rank named, instead of leaving the others waiting."""
+    rank = 0 if comm is None else comm.Get_rank()
+
+    def _make():
+        faults.fire("evaluator", rank)
+        return make()
+
+    return everywhere(comm, _make, log=log)
+
+
+def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str], surf_file: str, *, provenance: Provenance,
+                 comm: Any = None, flush_every: float = 5.0, chunk_size: Optional[int] = None,
+                 progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
+                 log: Callable[[str], None] = lambda line: None) -> Optional[Surface]:
+    """Opens (or resumes) `surf_file` for `job` on rank 0 and has all ranks evaluate its missing points.
+
+    Args:
+        evaluator: a callable chunk -> results, as `PointEvaluator`, with a ``restore()`` method that puts
+            the centre model back.
+        job: what the file holds (a reopened file must match it).
+        groups: the value groups to fill (``train``, ``test``, ``eig``; see `surface_file.GROUP_DATASETS`).
+        surf_file, comm, flush_every, chunk_size, progress, log: as in `compute_surface`.
+        provenance: recorded in the file.
+
+    Returns:
+        The surface read back (rank 0), or None on the other ranks.
+    """
+    rank = 0 if comm is None else comm.Get_rank()
+    surf = root_first(comm, lambda: SurfaceFile.open(surf_file, job, groups, provenance))
+    try:
+        tasks = surf.pending(groups) if rank == 0 else None
+        callback = None
+        if rank == 0 and progress is not None:
+            callback = progress(job.grid.size - len(tasks), job.grid.size)
+        stats = run_tasks(tasks, evaluator, surf, comm=comm, chunk_size=chunk_size, flush_every=flush_every,
+                          progress=callback, log=log)
+        if rank == 0 and stats.written:
+            log(f"points written: {stats.written}"
+                + (f" ({stats.duplicates} late duplicate results of lost ranks ignored)" if stats.duplicates else "")
+                + f"; rank 0 spent {1e3 * stats.root_seconds / stats.written:.3f} ms a point receiving and writing")
+    finally:
+        evaluator.restore()
+        if surf is not None:
+            surf.close()
+    return read_surface(surf_file) if rank == 0 else None

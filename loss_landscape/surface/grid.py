@@ -1,0 +1,160 @@
+"""What a surface job is: its axes, grid, the fields that identify it, and its provenance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+import numpy as np
+
+
+
+FORMAT = "loss-landscape surface"
+FORMAT_VERSION = 1
+# Each group of values is written together and has one done mask, ``<group>_done``.
+GROUP_DATASETS = {"train": ("train_loss", "train_acc"), "test": ("test_loss", "test_acc"),
+                  "eig": ("max_eig", "min_eig")}
+GROUPS = tuple(GROUP_DATASETS)
+MAX_RUNS = 200  # entries of the run history kept (an HDF5 attribute holds at most 64 kB)
+_BN_FIELDS = ("bn_recalibrate", "bn_batch_size", "bn_samples")
+
+
+def _num(v: float) -> str:
+    """`v` in few digits where they are exact (``-1``, ``0.5``), else in full (``1.0000004``)."""
+    short = f"{float(v):g}"
+    return short if float(short) == float(v) else repr(float(v))
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: `num` evenly spaced points from `min` to `max`, ends included."""
+
+    min: float
+    max: float
+    num: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Axis":
+        """Parses ``MIN:MAX:NUM`` such as ``-1:1:51``; raises ValueError saying what was expected."""
+        parts = str(text).split(":")
+        if len(parts) != 3:
+            raise ValueError(f"expected MIN:MAX:NUM such as -1:1:51, got {text!r}")
+        try:
+            lo, hi = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise ValueError(f"MIN and MAX must be numbers in MIN:MAX:NUM, got {text!r}") from None
+        try:
+            num = int(parts[2])
+        except ValueError:
+            raise ValueError(f"NUM must be a whole number in MIN:MAX:NUM, got {text!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"MIN and MAX must be finite, got {text!r}")
+        if num < 2:
+            raise ValueError(f"NUM must be at least 2 in MIN:MAX:NUM, got {num} in {text!r}")
+        if hi <= lo:
+            raise ValueError(f"MAX must be greater than MIN in MIN:MAX:NUM, got {text!r}")
+        return cls(lo, hi, num)
+
+    def coordinates(self) -> np.ndarray:
+        return np.linspace(self.min, self.max, self.num)
+
+    def __str__(self) -> str:
+        """``-1:1:51``; an end that ``:g`` would round is written in full (``-1:1.0000004:5``), so the
+        text parses back to the same coordinates."""
+        return f"{_num(self.min)}:{_num(self.max)}:{self.num}"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A 1D (y is None) or 2D grid of coordinates; points are numbered row-major over `shape`."""
+
+    x: Axis
+    y: Optional[Axis] = None
+
+    @property
+    def ndim(self) -> int:
+        return 1 if self.y is None else 2
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.x.num,) if self.y is None else (self.y.num, self.x.num)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def index(self, flat: int) -> tuple[int, ...]:
+        """Array index of point `flat`: (i,) in 1D, (j, i) in 2D (row j is y[j])."""
+        return tuple(int(k) for k in np.unravel_index(flat, self.shape))
+
+    def coords(self, flat: int) -> tuple[float, ...]:
+        """Coordinates (a,) or (a, b) of point `flat`, as float64 from the linspace."""
+        idx = self.index(flat)
+        if self.y is None:
+            return (float(self.x.coordinates()[idx[0]]),)
+        return (float(self.x.coordinates()[idx[1]]), float(self.y.coordinates()[idx[0]]))
+
+
+@dataclass(frozen=True)
+class SurfaceJob:
+    """What a surface file holds values of. Reopening it for a different job is refused.
+
+    The grid is compared as exact float64 coordinates. BN recalibration is part of the job as the
+    batches, their size and the samples they cover (`bn_fields`), because those decide the statistics;
+    without recalibration the batch size only changes float rounding and is recorded per run instead.
+    """
+
+    grid: Grid
+    directions_sha256: str
+    dir_type: str
+    model: str
+    model_sha256: str
+    dataset: str
+    data_split: int = 1
+    split_idx: int = 0
+    raw_data: bool = False
+    loss_name: str = "crossentropy"
+    precision: str = "fp32"
+    bn_recalibrate: int = 0
+    bn_batch_size: int = 0
+    bn_samples: int = 0
+    hessian: str = ""  # eigenvalue maps: how the eigenvalues are computed (set, parameters, tolerance)
+
+    @staticmethod
+    def bn_fields(batches: int, batch_size: int, n_train: int) -> dict:
+        """The job's BN recalibration fields for `batches` batches of `batch_size` out of `n_train` samples.
+
+        Example:
+            >>> SurfaceJob.bn_fields(2, 128, 1397)
+            {'bn_recalibrate': 2, 'bn_batch_size': 128, 'bn_samples': 256}
+            >>> SurfaceJob.bn_fields(0, 1024, 1397)  # off: the batch size is no part of the job
+            {'bn_recalibrate': 0, 'bn_batch_size': 0, 'bn_samples': 0}
+        """
+        if batches <= 0:
+            return {"bn_recalibrate": 0, "bn_batch_size": 0, "bn_samples": 0}
+        return {"bn_recalibrate": int(batches), "bn_batch_size": int(batch_size),
+                "bn_samples": int(min(batches * batch_size, n_train))}
+
+    def attrs(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k != "grid"}
+        out["x"] = str(self.grid.x)
+        out["y"] = "" if self.grid.y is None else str(self.grid.y)
+        return out
+
+
+@dataclass
+class Provenance:
+    """Facts about how the file was made that do not change its values."""
+
+    dir_file: str = ""
+    model_file: str = ""
+    world_size: int = 1
+    batch_size: int = 0
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+
+def job_field_names() -> list[str]:
+    return [f.name for f in fields(SurfaceJob)]

@@ -1,0 +1,3 @@
+"""Optimization trajectories: PCA directions of checkpoints (`pca`) and projecting runs (`runs`).
+"""
+
