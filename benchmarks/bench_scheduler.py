@@ -42,7 +42,8 @@ def _compute(chunk):
 
 def inner(n: int, path: str, chunk_size: int | None, flush_every: float) -> None:
     """One measured run (under mpiexec when started with --inner --mpi)."""
-    from loss_landscape.parallel.ranks import Team, setup_mpi
+    from loss_landscape.parallel.ranks import Team
+    from loss_landscape.cli._process import setup_mpi
     from loss_landscape.parallel.scheduler import run_tasks
     use_mpi = "--mpi" in sys.argv
     comm = setup_mpi(use_mpi)

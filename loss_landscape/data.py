@@ -14,14 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from loss_landscape._util import import_object
 from loss_landscape.errors import DataError
 
 BUILTIN_DATASETS = ("cifar10", "digits")
@@ -202,27 +201,7 @@ def _load_factory(spec: str) -> EvalData:
     of ``(x, y)`` items or an ``(inputs, targets)`` pair of tensors or numpy arrays.
     """
     expected = "expected 'pkg.module:function' importable from the current directory"
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr or ":" in attr:
-        raise DataError(f"bad dataset factory {spec!r}: {expected}")
-    # Commands run as `python plot_surface.py` put the script's folder on sys.path, not the user's.
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    importlib.invalidate_caches()
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise DataError(f"cannot import module {module_name!r} of dataset factory {spec!r} ({e}): "
-                        f"{expected}") from e
-    factory: Any = module
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise DataError(f"module {module_name!r} has no attribute {attr!r} (dataset factory {spec!r}): "
-                            f"{expected}")
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise DataError(f"dataset factory {spec!r} is a {type(factory).__name__}, not a function: {expected}")
+    factory = import_object(spec, what="dataset factory", expected=expected, error=DataError)
 
     result = factory()
     shape = "expected (train, test) or (train, test, num_classes)"

@@ -10,6 +10,11 @@ class UserError(ValueError):
     """The base of every error the commands print as one line."""
 
 
+# What a command prints as one line and exits 1 on: our errors, and the operating system's (a missing or
+# read-only folder, a full disk), whose message names the path.
+USER_ERRORS = (UserError, OSError)
+
+
 class SurfaceError(UserError):
     """A surface file that cannot be used as asked; the message is one line."""
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from loss_landscape._util import atomic_write
 from loss_landscape.data import EvalData
 from loss_landscape.evaluation import LOSSES, DeviceSplit, evaluate, per_sample_loss
 from loss_landscape.models.loading import build_model, load_weights, read_state_dict
@@ -230,9 +231,7 @@ def init_model(name: str, *, seed: int, num_classes: int = 10) -> nn.Module:
 
 
 def _save_atomic(obj: Any, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

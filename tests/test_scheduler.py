@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loss_landscape.parallel.ranks import PeerFailed, everywhere, root_first
+from loss_landscape.parallel.ranks import PeerFailed
+from loss_landscape.parallel.steps import everywhere, root_first
 from loss_landscape.parallel.scheduler import block_split, default_chunk_size, make_chunks, run_tasks
 
 

@@ -22,6 +22,7 @@ import pytest
 from loss_landscape.surface import file as surface_file, grid as surface_grid, reader as surface_reader
 from loss_landscape.surface import storage as surface_storage
 from conftest import run_command
+from loss_landscape._util import host_tag
 from loss_landscape.surface.grid import GROUP_DATASETS, Axis, Grid, Provenance, SurfaceJob
 from loss_landscape.errors import SurfaceError
 from loss_landscape.surface.file import SurfaceFile
@@ -447,7 +448,7 @@ def test_leftover_temporary_files_of_killed_runs_are_removed(tmp_path):
     path = tmp_path / "s.h5"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    host = surface_storage._host()
+    host = host_tag()
     gone = [f"s.h5.tmp-{host}-{dead.pid}", f"s.h5.tmp{dead.pid}", "s.h5.tmp-otherhost-1"]
     kept = [f"s.h5.tmp-{host}-{os.getppid()}", "s.h5.tmp-otherhost-2", "s.h5.tmp-notes"]
     for name in gone + kept:

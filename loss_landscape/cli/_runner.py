@@ -22,9 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from loss_landscape.parallel.ranks import (TAG_NOTE, PeerFailed, RootGone, RunInterrupted, Team, describe,
-                                           end_job, exit_quietly_on_signals, install_interrupt_handlers, leave,
-                                           setup_mpi)
+from loss_landscape._util import rank_and_size
+from loss_landscape.parallel.ranks import TAG_NOTE, PeerFailed, RootGone, RunInterrupted, Team, describe
+from loss_landscape.cli._process import (end_job, exit_quietly_on_signals, install_interrupt_handlers, leave,
+                                         setup_mpi)
+from loss_landscape.errors import USER_ERRORS
 from loss_landscape.parallel.scheduler import report_failure, report_signal
 
 WORKER_GRACE = 10.0  # seconds a failed worker waits for rank 0 to end the job
@@ -40,13 +42,7 @@ class JobContext:
 
 def user_errors() -> tuple[type, ...]:
     """The errors that mean a wrong input, reported as one line without a rank or a traceback."""
-    from loss_landscape.errors import CurvatureError
-    from loss_landscape.errors import DataError
-    from loss_landscape.errors import EvaluationError
-    from loss_landscape.errors import ModelError
-    from loss_landscape.errors import DirectionError
-    from loss_landscape.errors import SurfaceError
-    return (DataError, ModelError, DirectionError, SurfaceError, EvaluationError, CurvatureError, OSError)
+    return USER_ERRORS
 
 
 def run_job(body: Callable[[Any, Callable[..., None], JobContext], int], *, use_mpi: bool, cuda: bool = False,
@@ -61,7 +57,7 @@ def run_job(body: Callable[[Any, Callable[..., None], JobContext], int], *, use_
         debug: print the failing rank's traceback.
     """
     comm = setup_mpi(use_mpi)
-    rank = 0 if comm is None else comm.Get_rank()
+    rank = rank_and_size(comm)[0]
     team = Team.start(comm, rank_timeout) if comm is not None and comm.Get_size() > 1 else None
     context = JobContext()
     install_interrupt_handlers((lambda signum: _announce(signum, team, context)) if rank == 0 else None)

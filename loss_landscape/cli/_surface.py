@@ -208,27 +208,21 @@ def request_from_args(args: argparse.Namespace, **overrides):
     default that --help states), so that an existing --dir_file is checked against the flags given only. A
     Namespace built by hand (no record of what was given) asks for every value it holds.
     """
-    from loss_landscape.surface.job import SurfaceRequest
+    from dataclasses import fields as dataclass_fields
+
+    from loss_landscape.surface.job import DIRECTION_DEFAULTS, SurfaceRequest
     given = getattr(args, EXPLICIT, None)
-
-    def asked(name: str):
-        return getattr(args, name) if given is None or name in given else None
-
-    fields = dict(
-        model=args.model, model_file=_join(args.model_folder, args.model_file),
-        model_file2=_join(args.model_folder, args.model_file2), model_file3=_join(args.model_folder, args.model_file3),
-        dataset=args.dataset, datapath=args.datapath, raw_data=args.raw_data, data_split=args.data_split,
-        split_idx=args.split_idx, eval_on=("train", "test") if args.eval_on == "both" else (args.eval_on,),
-        dir_file=args.dir_file, dir_type=asked("dir_type"), xnorm=asked("xnorm"), xignore=asked("xignore"),
-        ynorm=args.ynorm, yignore=args.yignore, same_dir=args.same_dir, seed=asked("seed"), idx=asked("idx"),
-        x=args.x, y=args.y, surf_file=args.surf_file, cuda=args.cuda, batch_size=args.batch_size,
-        loss_name=args.loss_name, precision=args.precision, bn_recalibrate=args.bn_recalibrate,
-        channels_last=None if args.channels_last == "auto" else args.channels_last == "on",
-        compile=args.compile, flush_every=args.flush_every, chunk_size=args.chunk_size, axes=asked("axes"),
-        hessian_params=asked("hessian_params"), hessian_tol=asked("hessian_tol"), hessian_seed=asked("hessian_seed"),
-        opt_file=_join(args.model_folder, args.opt_file), adam_mode=asked("adam_mode"), adam_eps=args.adam_eps)
-    fields.update(overrides)
-    return SurfaceRequest(**fields)
+    values = {}
+    for f in dataclass_fields(SurfaceRequest):  # the flags carry the request's field names
+        if hasattr(args, f.name):
+            not_asked = f.name in DIRECTION_DEFAULTS and given is not None and f.name not in given
+            values[f.name] = None if not_asked else getattr(args, f.name)
+    for name in ("model_file", "model_file2", "model_file3", "opt_file"):
+        values[name] = _join(args.model_folder, args.model_file if name == "model_file" else getattr(args, name))
+    values["eval_on"] = ("train", "test") if args.eval_on == "both" else (args.eval_on,)
+    values["channels_last"] = None if args.channels_last == "auto" else args.channels_last == "on"
+    values.update(overrides)
+    return SurfaceRequest(**values)
 
 
 def execute(args: argparse.Namespace, request, *, eigen=None, plot=None) -> int:

@@ -18,6 +18,7 @@ from typing import Sequence
 import os
 import sys
 
+from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
 
 
@@ -50,7 +51,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from loss_landscape.plotting.figures import save_figure
-    from loss_landscape.errors import SurfaceError
     from loss_landscape.surface.reader import read_surface
     from loss_landscape.errors import TrajectoryError
     from loss_landscape.plotting.paths import animate_paths, figure_paths, surface_array, surface_levels
@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         anim = [f for f in ("gif", "mp4") if f in args.format]
         if anim:
             animate_paths(paths, prefix, formats=anim, fps=args.fps, hold=args.hold, dpi=args.dpi, **kw)
-    except (TrajectoryError, SurfaceError, OSError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -12,9 +12,9 @@ import argparse
 from typing import Sequence
 import sys
 
+from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
 from loss_landscape.surface.export import FORMATS, INTERP_METHODS, export_surface
-from loss_landscape.errors import SurfaceError
 from loss_landscape.surface.reader import read_surface
 
 
@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
         paths = export_surface(read_surface(args.surf_file), surf_name=args.surf_name, formats=args.format,
                                zmax=args.zmax, log=args.log, interp=args.interp, interp_method=args.interp_method,
                                prefix=args.output)
-    except SurfaceError as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for path in paths:

@@ -20,13 +20,9 @@ import time
 
 from loss_landscape.cli import _common as argtypes
 from loss_landscape.curvature.hessian import PARAM_FILTERS
-from loss_landscape.errors import CurvatureError
-from loss_landscape.errors import DataError
+from loss_landscape.errors import USER_ERRORS, CurvatureError
 from loss_landscape.evaluation import LOSSES
-from loss_landscape.errors import EvaluationError
-from loss_landscape.errors import ModelError
 
-USER_ERRORS = (DataError, ModelError, CurvatureError, EvaluationError, OSError)
 FORMAT_VERSION = 1
 
 

@@ -19,6 +19,7 @@ import os
 import sys
 
 
+from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
 from loss_landscape.plotting.figures import output_args_parser  # picks the headless backend before pyplot loads
 from loss_landscape.surface.spread import spread_lines  # noqa: E402
@@ -115,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             files = plot_1d_loss_err(surfaces[0], prefix=args.prefix, title=args.labels[0] if args.labels else None,
                                      **common)
-    except (SurfaceError, OSError) as e:  # OSError: an output folder that is missing or read-only
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for path in files:

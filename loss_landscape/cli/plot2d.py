@@ -17,6 +17,7 @@ import os
 import sys
 
 
+from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
 from loss_landscape.plotting.figures import output_args_parser  # picks the headless backend before pyplot loads
 from loss_landscape.surface.reader import read_surface
@@ -87,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
                             vlevel=args.vlevel, zlim=args.zlim, log=args.log, show=args.show, fmt=args.format,
                             dpi=args.dpi, prefix=prefix, trajectory=traj, labels=labels, critical=points):
             print(f"wrote {path}")
-    except (SurfaceError, OSError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

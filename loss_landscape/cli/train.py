@@ -15,6 +15,7 @@ from typing import Sequence
 import os
 import sys
 
+from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")  # as cifar10.train.OPTIMIZERS, without importing torch
@@ -67,13 +68,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: --{flag} file {path} does not exist", file=sys.stderr)
             return 1
     # Imported here so that --help and argument errors answer at once.
-    from loss_landscape.errors import TrainError
     from loss_landscape.training import default_augmentation, init_model, save_folder_name, train
-    from loss_landscape.errors import DataError
     from loss_landscape.data import load_dataset
-    from loss_landscape.errors import EvaluationError
     from loss_landscape.evaluation import pick_device
-    from loss_landscape.errors import ModelError
     from loss_landscape.models.loading import check_name, native_dataset
 
     try:
@@ -97,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
                        label_corrupt_prob=args.label_corrupt_prob, device=device,
                        resume_model=args.resume_model, resume_opt=args.resume_opt, record=record,
                        progress=not args.quiet, log=(lambda *a: None) if args.quiet else print)
-    except (TrainError, ModelError, DataError, EvaluationError, OSError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"done: epoch {result.epoch}, test accuracy {result.test_acc:.2f}%, checkpoints in {result.save_folder}")

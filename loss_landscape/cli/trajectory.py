@@ -21,6 +21,7 @@ import json
 import os
 import sys
 
+from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
 
 
@@ -86,13 +87,9 @@ def _dir_file(args, ignore: str, runs) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from loss_landscape.errors import DataError
     from loss_landscape.data import load_dataset
-    from loss_landscape.errors import EvaluationError
     from loss_landscape.evaluation import pick_device
-    from loss_landscape.errors import ModelError
     from loss_landscape.models.loading import file_sha256, native_dataset
-    from loss_landscape.errors import SurfaceError
     from loss_landscape.surface.reader import read_surface
     from loss_landscape.errors import TrajectoryError
     from loss_landscape.trajectory.pca import (default_proj_file, faithfulness, faithfulness_lines,
@@ -157,7 +154,7 @@ def main(args: argparse.Namespace) -> int:
                 check_surface(surface, directions_sha256=dirs.sha256(), model_sha256=file_sha256(final.path))
             fig = figure_paths(paths, surface=surface, surf_name=args.surf_name, labels=axis_labels(dir_file, pca))
             print(f"wrote {save_figure(fig, f'{proj_file}.png', dpi=150)}")
-    except (TrajectoryError, ModelError, DataError, EvaluationError, SurfaceError, OSError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import h5py
 import numpy as np
 import torch
 
+from loss_landscape._util import atomic_write
 from loss_landscape.params import ParamVector
 from loss_landscape.version import code_version
 from loss_landscape.directions.spec import DIRECTION_FORMAT, DIRECTION_FORMAT_VERSION, DirectionSpec, Directions
@@ -29,22 +29,23 @@ def save_directions(path: str, directions: Directions) -> None:
     tensor names and shapes, and a checksum of the values. Written to a temporary name first and
     renamed, so a crash never leaves half a file.
     """
-    tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
-        for group, vec in (("xdirection", directions.x), ("ydirection", directions.y)):
-            if vec is None:
-                continue
-            g = f.create_group(group)
-            for i, t in enumerate(vec):
-                g.create_dataset(str(i), data=t.detach().cpu().numpy())
-        f.attrs["format"] = DIRECTION_FORMAT
-        f.attrs["format_version"] = DIRECTION_FORMAT_VERSION
-        f.attrs["code_version"] = code_version()
-        f.attrs["names"] = json.dumps(directions.x.names)
-        f.attrs["shapes"] = json.dumps(directions.x.shapes)
-        f.attrs["spec"] = json.dumps(dataclasses.asdict(directions.spec))
-        f.attrs["directions_sha256"] = directions.sha256()
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with h5py.File(tmp, "w") as f:
+            for group, vec in (("xdirection", directions.x), ("ydirection", directions.y)):
+                if vec is None:
+                    continue
+                g = f.create_group(group)
+                for i, t in enumerate(vec):
+                    g.create_dataset(str(i), data=t.detach().cpu().numpy())
+            f.attrs["format"] = DIRECTION_FORMAT
+            f.attrs["format_version"] = DIRECTION_FORMAT_VERSION
+            f.attrs["code_version"] = code_version()
+            f.attrs["names"] = json.dumps(directions.x.names)
+            f.attrs["shapes"] = json.dumps(directions.x.shapes)
+            f.attrs["spec"] = json.dumps(dataclasses.asdict(directions.spec))
+            f.attrs["directions_sha256"] = directions.sha256()
+
+    atomic_write(path, write)
 
 
 def load_directions(path: str) -> Directions:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 
 import torch
+
+from loss_landscape._util import atomic_write
 import torch.nn.functional as F
 from torch import nn
 
@@ -94,9 +96,6 @@ def ensure_checkpoint(path: str, name: str, inputs: torch.Tensor, targets: torch
         torch.manual_seed(seed)
         model = create_model(name)
     acc = train(model, inputs, targets, epochs=epochs, seed=seed)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"state_dict": model.state_dict(), "epoch": epochs, "acc": acc}, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save({"state_dict": model.state_dict(), "epoch": epochs, "acc": acc}, tmp))
     log(f"trained the embedded {name} for {epochs} epochs (train accuracy {acc:.1f}%), saved {path}")
     return path

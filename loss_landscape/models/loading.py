@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import pickle
-import sys
 import zipfile
 from typing import Any
 
 import torch
 from torch import nn
 
+from loss_landscape._util import import_object
 from loss_landscape.models import digits as embedded
 from loss_landscape.errors import UnknownModelError
 from loss_landscape.models.cifar10.registry import create_model, list_models
@@ -59,18 +58,8 @@ def build_model(name: str, num_classes: int = 10) -> nn.Module:
 
 
 def _from_factory(spec: str) -> nn.Module:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ModelError(f"model {spec!r}: expected pkg.module:factory")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ModelError(f"model {spec!r}: cannot import {module_name!r} ({e})") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ModelError(f"model {spec!r}: {module_name} has no callable {attr!r}")
+    factory = import_object(spec, what="model factory", expected="expected 'pkg.module:factory' importable from "
+                            "the current directory, returning an nn.Module", error=ModelError)
     model = factory()
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {spec!r}: the factory returned {type(model).__name__}, expected an nn.Module")

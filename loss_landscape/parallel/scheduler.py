@@ -23,9 +23,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol, Sequence
 
+from loss_landscape._util import rank_and_size
 from loss_landscape.parallel import faults
 from loss_landscape.parallel.ranks import (POLL, TAG_NOTE, PeerFailed, RankLost, RootGone, RunInterrupted, Team,
-                                           everywhere, failure_message, note_failure, root_first, team_of)
+                                           failure_message, note_failure, team_of)
+from loss_landscape.parallel.steps import everywhere, root_first
 
 __all__ = ["block_split", "default_chunk_size", "make_chunks", "run_tasks", "RunStats", "report_failure",
            "report_signal", "root_first", "everywhere", "PeerFailed", "RankLost", "RootGone", "RunInterrupted"]
@@ -105,8 +107,7 @@ def run_tasks(tasks: Optional[Sequence[Task]], compute: Callable[[list[Task]], l
         rank 0 went silent), RankLost (no rank left to compute), RunInterrupted, or the error of `compute`.
         Rank 0 writes every result it has received before it raises.
     """
-    size = 1 if comm is None else comm.Get_size()
-    rank = 0 if comm is None else comm.Get_rank()
+    rank, size = rank_and_size(comm)
     if rank != 0:
         return _work(comm, compute)
     chunks = make_chunks(list(tasks or []), chunk_size or default_chunk_size(len(tasks or []), size))

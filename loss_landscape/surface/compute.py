@@ -27,12 +27,13 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from loss_landscape._util import rank_and_size
 from loss_landscape.data import EvalData
 from loss_landscape.evaluation import DeviceSplit, default_batch_size, evaluate, recalibrate_bn
 from loss_landscape.directions.spec import Directions
 from loss_landscape.directions.perturb import Perturber
 from loss_landscape.parallel import faults
-from loss_landscape.parallel.ranks import everywhere, root_first
+from loss_landscape.parallel.steps import everywhere, root_first
 from loss_landscape.parallel.scheduler import run_tasks
 from loss_landscape.surface.grid import Axis, Grid, Provenance, SurfaceJob
 from loss_landscape.surface.reader import Surface, read_surface
@@ -158,7 +159,7 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
     if grid.ndim != directions.ndim:
         raise ValueError(f"a {grid.ndim}D grid needs {grid.ndim} direction(s), got {directions.ndim}")
     device = torch.device(device)
-    world = 1 if comm is None else comm.Get_size()
+    world = rank_and_size(comm)[1]
     bad = [g for g in settings.eval_on if g not in ("train", "test")]
     if bad or not settings.eval_on:
         raise ValueError(f"eval_on must name train and/or test, got {settings.eval_on}")
@@ -179,7 +180,7 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
 def build_evaluator(comm: Any, make: Callable[[], Any], *, log: Callable[[str], None] = print) -> Any:
     """Builds each rank's evaluator as a shared set-up step: a failure on one rank (out of memory while the
     data go to the device, say) stops every rank with that rank named, instead of leaving the others waiting."""
-    rank = 0 if comm is None else comm.Get_rank()
+    rank = rank_and_size(comm)[0]
 
     def _make():
         faults.fire("evaluator", rank)
@@ -205,7 +206,7 @@ def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str], surf_fi
     Returns:
         The surface read back (rank 0), or None on the other ranks.
     """
-    rank = 0 if comm is None else comm.Get_rank()
+    rank = rank_and_size(comm)[0]
     surf = root_first(comm, lambda: SurfaceFile.open(surf_file, job, groups, provenance))
     try:
         tasks = surf.pending(groups) if rank == 0 else None

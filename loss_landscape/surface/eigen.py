@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from loss_landscape._util import rank_and_size
 from loss_landscape.curvature.hessian import PARAM_FILTERS, HessianOperator
 from loss_landscape.errors import CurvatureError
 from loss_landscape.curvature.solvers import extreme_eigenvalues
@@ -134,7 +135,7 @@ def compute_eigen_surface(model: nn.Module, data: EvalData, directions: Directio
         raise ValueError(f"a {grid.ndim}D grid needs {grid.ndim} direction(s), got {directions.ndim}")
     settings.check()
     device = torch.device(device)
-    world = 1 if comm is None else comm.Get_size()
+    world = rank_and_size(comm)[1]
     job = SurfaceJob(grid=grid, directions_sha256=directions.sha256(), dir_type=directions.spec.dir_type,
                      model=model_name, model_sha256=model_sha256, dataset=data.name, data_split=data_split,
                      split_idx=split_idx, raw_data=bool(data.info.get("raw_data", False)),

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from loss_landscape._util import rank_and_size
 from loss_landscape.models import digits as embedded
 from loss_landscape.parallel import faults
 from loss_landscape.models import loading as models
@@ -26,7 +27,7 @@ from loss_landscape.directions.spec import ADAMEQ, DirectionSpec, Directions
 from loss_landscape.errors import DirectionError
 from loss_landscape.directions.make import default_dir_file, open_directions, setup_directions
 from loss_landscape.directions.identity import describe_axes
-from loss_landscape.parallel.ranks import everywhere, root_first
+from loss_landscape.parallel.steps import everywhere, root_first
 from loss_landscape.surface.grid import Axis, Grid
 from loss_landscape.surface.reader import Surface
 
@@ -277,7 +278,7 @@ def load_model_and_data(*, model: str, model_file: Optional[str], dataset: Optio
         return full, EvalData(full.name, take_part(full.train, data_split, split_idx),
                               take_part(full.test, data_split, split_idx), full.num_classes, full.info)
 
-    rank = 0 if comm is None else comm.Get_rank()
+    rank = rank_and_size(comm)[0]
     root_data = root_first(comm, lambda: _load(download=True))  # rank 0 alone may download
     full, data = everywhere(comm, lambda: root_data if rank == 0 else _load(download=False))
     log(f"data: {dataset}, {len(data.train)} train and {len(data.test)} test examples"
@@ -308,7 +309,7 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
     device, data, model = loaded.device, loaded.data, loaded.model
     model_file, model_sha = loaded.model_file, loaded.model_sha256
     dataset = loaded.dataset
-    rank = 0 if comm is None else comm.Get_rank()
+    rank = rank_and_size(comm)[0]
 
     given = req
     req = with_direction_defaults(req)
@@ -367,7 +368,7 @@ def run(job: PreparedJob, *, comm: Any = None, progress: bool = True, log: Calla
     With `eigen` (a `hessian_map.EigenSettings`) the file gets the Hessian's max_eig and min_eig at each
     point instead of losses.
     """
-    world = 1 if comm is None else comm.Get_size()
+    world = rank_and_size(comm)[1]
     bar_holder = {}
 
     def _progress(done_before: int, total: int):

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import glob
 import os
-import socket
-import stat
 import time
 from typing import Callable
 
 import h5py
 
+from loss_landscape._util import atomic_write, host_tag, unlink_quietly
 from loss_landscape.parallel.processes import process_alive
 from loss_landscape.errors import SurfaceError
 
@@ -52,21 +51,6 @@ def open_hdf5(path: str, *, writing: bool = False) -> h5py.File:
                            f"away to start over{kept}") from None
 
 
-def _host() -> str:
-    return "".join(c if c.isalnum() or c in "._" else "_" for c in socket.gethostname()) or "host"
-
-
-def _temp_name(target: str) -> str:
-    return f"{target}.tmp-{_host()}-{os.getpid()}"
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def remove_stale_temp_files(target: str) -> list[str]:
     """Removes the temporary files of `target` that killed runs left: those of dead processes on this host
     (and this process's own), and any older than `STALE_TEMP_SECONDS` (another host's, on a shared
@@ -78,49 +62,30 @@ def remove_stale_temp_files(target: str) -> list[str]:
         if rest.startswith("-"):
             host, _, pid = rest[1:].rpartition("-")
         else:
-            host, pid = _host(), rest  # ``<file>.tmp<pid>`` of older versions
+            host, pid = host_tag(), rest  # ``<file>.tmp<pid>`` of older versions
         if not pid.isdigit():
             continue
         try:
             age = time.time() - os.path.getmtime(name)
         except OSError:
             continue
-        local = host == _host()
+        local = host == host_tag()
         if (local and (int(pid) == os.getpid() or not process_alive(int(pid)))) or age > STALE_TEMP_SECONDS:
-            _unlink_quietly(name)
+            unlink_quietly(name)
             removed.append(name)
     return removed
-
-
-def fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def replace_with(target: str, build: Callable[[h5py.File], object], *, shown: str) -> object:
     """Writes a new version of `target` with `build` into a temporary file beside it, fsyncs it and
     renames it over `target` (then fsyncs the folder): a kill at any moment leaves the old version or the
     new one. Returns what `build` returned."""
-    tmp = _temp_name(target)
-    mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else None
-    try:
+    def write(tmp: str) -> object:
         with h5py.File(tmp, "w") as new:
-            result = build(new)
-        fsync_path(tmp)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException as e:
-        _unlink_quietly(tmp)
-        if isinstance(e, (OSError, RuntimeError)):
-            raise SurfaceError(f"cannot write surface file {shown}: {h5_reason(e)} (the file on disk is "
-                               f"unchanged)") from None
-        raise
+            return build(new)
+
     try:
-        fsync_path(os.path.dirname(target))  # the rename itself survives a power failure
-    except OSError:
-        pass  # folders cannot be opened on some systems; the rename is still atomic
-    return result
+        return atomic_write(target, write)
+    except (OSError, RuntimeError) as e:
+        raise SurfaceError(f"cannot write surface file {shown}: {h5_reason(e)} (the file on disk is "
+                           f"unchanged)") from None

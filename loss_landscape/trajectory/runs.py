@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 import torch
 
+from loss_landscape._util import atomic_write
 from loss_landscape.models import loading as models
 from loss_landscape.errors import DirectionError
 from loss_landscape.directions.spec import Directions, DirectionSpec
@@ -198,24 +199,25 @@ def save_runs(path: str, paths: Sequence[RunPath], *, center: int = 0, dir_file:
     ``epochs``, ``distance``, ``norm`` and, when evaluated, ``loss`` and ``acc`` (attribute ``split``); its
     attributes ``label`` and ``model_folder``. Returns `path`."""
     main = paths[center].projection
-    tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
-        write_projection(f, main, dir_file=dir_file)
-        f.attrs["basis"] = basis
-        f.attrs["center_run"] = center
-        f.attrs["directions_sha256"] = directions_sha256
-        f.attrs["model_sha256"] = model_sha256  # of the centre run's final model, the origin
-        for i, rp in enumerate(paths):
-            g = f.create_group(f"runs/{i}")
-            p = rp.projection
-            g["proj_xcoord"], g["proj_ycoord"] = p.x, p.y
-            g["epochs"] = np.asarray(p.epochs, dtype=np.int64)
-            g["distance"], g["norm"] = p.distance, p.norm
-            g.attrs["label"], g.attrs["model_folder"] = rp.label, rp.model_folder
-            if rp.metrics is not None:
-                g["loss"], g["acc"] = rp.metrics.loss, rp.metrics.acc
-                g.attrs["split"] = rp.metrics.split
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with h5py.File(tmp, "w") as f:
+            write_projection(f, main, dir_file=dir_file)
+            f.attrs["basis"] = basis
+            f.attrs["center_run"] = center
+            f.attrs["directions_sha256"] = directions_sha256
+            f.attrs["model_sha256"] = model_sha256  # of the centre run's final model, the origin
+            for i, rp in enumerate(paths):
+                g = f.create_group(f"runs/{i}")
+                p = rp.projection
+                g["proj_xcoord"], g["proj_ycoord"] = p.x, p.y
+                g["epochs"] = np.asarray(p.epochs, dtype=np.int64)
+                g["distance"], g["norm"] = p.distance, p.norm
+                g.attrs["label"], g.attrs["model_folder"] = rp.label, rp.model_folder
+                if rp.metrics is not None:
+                    g["loss"], g["acc"] = rp.metrics.loss, rp.metrics.acc
+                    g.attrs["split"] = rp.metrics.split
+
+    atomic_write(path, write)
     return path
 
 
