@@ -68,7 +68,7 @@ def run_job(body: Callable[[Any, Callable[..., None], JobContext], int], *, use_
     log = print if rank == 0 else (lambda *a, **k: None)
     try:
         code = body(comm, log, context)
-    except BaseException as e:  # noqa: BLE001 - every failure ends the job, with its reason
+    except BaseException as e:
         if rank == 0:
             return _fail_root(e, comm, team, context, debug)
         _fail_worker(e, comm, team)

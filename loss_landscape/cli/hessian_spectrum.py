@@ -82,31 +82,17 @@ def default_out(model_file: str, eval_on: str, *, params: str, loss_name: str, d
 
 
 def plot_density(path: str, res, *, lambda_max: float, lambda_min: float, trace, lla: dict, title: str) -> str:
-    """The SLQ density, Gaussian-broadened, on a log scale, with the extremes and the trace written on it."""
+    """The SLQ density, Gaussian-broadened on a fine grid, drawn by `plotting.spectrum.density_figure`."""
     import numpy as np
     from loss_landscape.curvature.spectrum import density_curve
-    from loss_landscape.plotting.figures import plt
-    from loss_landscape.plotting.figures import save_figure
+    from loss_landscape.plotting.spectrum import density_figure
     lo = min(lambda_min, float(res.nodes.min()))
     hi = max(lambda_max, float(res.nodes.max()))
     span = max(hi - lo, abs(hi), 1e-12)
     grid = np.linspace(lo - 0.05 * span, hi + 0.05 * span, 4000)
     sigma = span / 400
-    curve = density_curve(res, grid, sigma=sigma)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    floor = max(curve.max() * 1e-7, 1e-300)
-    ax.semilogy(grid, np.maximum(curve, floor), color="C0", lw=1.2)
-    ax.set_ylim(floor, curve.max() * 3)
-    ax.axvline(lambda_max, color="C3", ls="--", lw=1, label=f"$\\lambda_{{max}}$ = {lambda_max:.4g}")
-    ax.axvline(lambda_min, color="C2", ls="--", lw=1, label=f"$\\lambda_{{min}}$ = {lambda_min:.4g}")
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.text(0.02, 0.97, f"trace = {trace.trace:.4g} $\\pm$ {trace.stderr:.2g}\nre = {lla['re']:.3g}, "
-            f"Khn(n={lla['n']:g}) = {lla['khn']:.3g}\n$\\sigma$ = {sigma:.2g}",
-            transform=ax.transAxes, va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.85, "lw": 0})
-    return save_figure(fig, path, dpi=150)
+    return density_figure(path, grid, density_curve(res, grid, sigma=sigma), sigma=sigma, lambda_max=lambda_max,
+                          lambda_min=lambda_min, trace=trace.trace, trace_stderr=trace.stderr, lla=lla, title=title)
 
 
 def main(args: argparse.Namespace) -> int:

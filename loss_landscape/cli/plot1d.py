@@ -22,9 +22,9 @@ import sys
 from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
 from loss_landscape.plotting.figures import output_args_parser  # picks the headless backend before pyplot loads
-from loss_landscape.surface.spread import spread_lines  # noqa: E402
+from loss_landscape.surface.spread import spread_lines
 from loss_landscape.surface.reader import Surface, read_surface
-from loss_landscape.errors import SurfaceError  # noqa: E402
+from loss_landscape.errors import SurfaceError
 from loss_landscape.plotting.one_d import BANDS, LOSS_NAMES, check_1d
 from loss_landscape.plotting.one_d_files import default_labels, find_direction_files, plot_1d_directions, plot_1d_loss_err, plot_1d_overlay
 

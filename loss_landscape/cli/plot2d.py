@@ -21,7 +21,7 @@ from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
 from loss_landscape.plotting.figures import output_args_parser  # picks the headless backend before pyplot loads
 from loss_landscape.surface.reader import read_surface
-from loss_landscape.errors import SurfaceError  # noqa: E402
+from loss_landscape.errors import SurfaceError
 from loss_landscape.surface.stats import (DEFAULT_RADII, critical_lines, critical_points, sharpness_2d,
                                           sharpness_lines)
 from loss_landscape.plotting.two_d import KINDS, check_levels, plot_2d, read_axis_labels, read_projection, read_projection_epochs, surface_values, write_json

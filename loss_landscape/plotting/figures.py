@@ -7,7 +7,7 @@ import argparse
 import matplotlib
 
 matplotlib.use("Agg")  # commands run on clusters without a display; --show opens a window explicitly
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 FORMATS = ("pdf", "png", "svg")
 

@@ -7,11 +7,11 @@ import os
 
 import numpy as np
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from loss_landscape.surface.spread import band_statistics  # noqa: E402
+from loss_landscape.plotting.figures import plt  # the headless backend is chosen there
+from matplotlib.lines import Line2D
+from loss_landscape.surface.spread import band_statistics
 from loss_landscape.surface.reader import Surface
-from loss_landscape.errors import SurfaceError  # noqa: E402
+from loss_landscape.errors import SurfaceError
 
 
 LOSS_NAMES = ("train_loss", "test_loss")

@@ -12,9 +12,9 @@ import h5py
 import numpy as np
 
 from loss_landscape.plotting.figures import save_figure  # picks the headless backend before pyplot loads
-from loss_landscape.surface.spread import direction_spread, jsonable  # noqa: E402
+from loss_landscape.surface.spread import direction_spread, jsonable
 from loss_landscape.surface.reader import Surface
-from loss_landscape.errors import SurfaceError  # noqa: E402
+from loss_landscape.errors import SurfaceError
 from loss_landscape.plotting.one_d import BANDS, LOSS_NAMES, _single_names, accuracy_name, check_1d, directions_figure, loss_acc_figure, loss_err_figure, overlay_figure, quantity
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from loss_landscape.plotting.figures import plt  # the headless backend is chosen there
-from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.colors import Normalize
 
 if TYPE_CHECKING:
     from loss_landscape.surface.reader import Surface

@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 
 from loss_landscape.plotting.figures import save_figure  # picks the headless backend before pyplot loads
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import Normalize  # noqa: E402
-from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.colors import Normalize
+from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 from loss_landscape.surface.reader import Surface
-from loss_landscape.errors import SurfaceError  # noqa: E402
+from loss_landscape.errors import SurfaceError
 
 
 KINDS = ("contour", "filled", "heatmap", "3d")

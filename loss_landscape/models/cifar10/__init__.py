@@ -10,6 +10,6 @@ Example:
 from .registry import UnknownModelError, create_model, list_models, register_model
 
 # Imported for their registrations.
-from . import densenet, resnet, vgg  # noqa: E402,F401  isort: skip
+from . import densenet, resnet, vgg  # noqa: F401  isort: skip
 
 __all__ = ["UnknownModelError", "create_model", "list_models", "register_model"]
