@@ -132,3 +132,23 @@ def test_installed_command_computes_the_embedded_default_from_another_folder(fre
         assert f["xcoordinates"][5] == 0.0 and f["ycoordinates"][5] == 0.0
     pngs = list(tmp_path.rglob("*.png"))
     assert len(pngs) >= 4, pngs
+
+    # The installed API in memory equals the file the installed command wrote, bit for bit; and the README's
+    # Python example runs as it is written there.
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    check = f"""
+import numpy as np, h5py
+{example}
+import loss_landscape as ll
+model = ll.load_model("digits_cnn", "trained_nets/digits_cnn/model_30.t7")
+small = ll.random_plane(model, ll.load_dataset("digits"), steps=11, distance=0.5, seed=123)
+with h5py.File({str(surf)!r}, "r") as f:
+    assert np.array_equal(small.loss, f["train_loss"][()]), abs(small.loss - f["train_loss"][()]).max()
+    assert np.array_equal(small.acc, f["train_acc"][()])
+    assert np.array_equal(small.x, f["xcoordinates"][()])
+assert plane.loss.shape == (21, 21) and line.loss.shape == (41,) and surface.values["train_loss"].shape == (21, 21)
+print("same")
+"""
+    out = _run(fresh_env, [str(fresh_env / "bin" / "python"), "-c", check], cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip().endswith("same"), out.stderr[-3000:]

@@ -3,6 +3,10 @@ blank, orientation of non-square grids, one-line errors."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
@@ -75,3 +79,16 @@ def test_contour_levels_follow_the_options(tmp_path, vmin, vmax, vlevel, monkeyp
     monkeypatch.setattr(matplotlib.axes.Axes, "contour", spy)
     plot_2d_contour(read_surface(str(path)), fmt="png", vmin=vmin, vmax=vmax, vlevel=vlevel)
     np.testing.assert_allclose(seen["levels"], np.arange(vmin, vmax, vlevel))
+
+
+@pytest.mark.parametrize("setup,backend", [
+    ("pass", "agg"),  # a command: the headless backend, whatever the machine has
+    ("import types; sys.modules['ipykernel'] = types.ModuleType('ipykernel'); matplotlib.use('svg')", "svg"),
+    ("matplotlib.use('svg'); import matplotlib.pyplot", "svg"),  # pyplot already in use: left alone
+])
+def test_figures_choose_the_headless_backend_only_where_nobody_chose_one(setup, backend):
+    code = f"import sys, matplotlib; {setup}; import loss_landscape.plotting.figures; print(matplotlib.get_backend())"
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip().lower() == backend

@@ -70,7 +70,7 @@ PICK_DEVICE = """
 import json, os
 from mpi4py import MPI  # initialized before the device is picked, as in plot_surface.py
 import torch
-import evaluation
+from loss_landscape import evaluation
 # No GPU is needed to check which one would be picked: pretend there are some.
 torch.cuda.is_available = lambda: True
 torch.cuda.set_device = lambda device: None

@@ -43,6 +43,34 @@ def test_axis_parse_and_coordinates():
     np.testing.assert_array_equal(a.coordinates(), np.linspace(-1, 1, 51))
 
 
+def test_the_point_that_is_zero_is_exactly_zero_and_the_others_are_linspace():
+    cases = [Axis(-d, d, n) for d in (1.0, 0.1, 0.37) for n in range(3, 202, 2)]
+    cases += [Axis(-1, 2, 4), Axis(-0.3, 0.6, 4), Axis(-0.2, 1.0, 7), Axis(-2, 0, 5), Axis(0, 1, 3)]
+    for a in cases:
+        c, plain = a.coordinates(), np.linspace(a.min, a.max, a.num)
+        k = int(np.argmin(np.abs(plain)))
+        assert c[k] == 0.0, a
+        assert np.array_equal(np.delete(c, k), np.delete(plain, k)), a
+        assert abs(plain[k]) < 1e-15
+    assert np.linspace(-1, 1, 99)[49] != 0  # what the exact zero corrects
+    np.testing.assert_array_equal(Axis(-1, 1.5, 4).coordinates(), np.linspace(-1, 1.5, 4))  # no zero: plain
+
+
+def test_a_file_made_with_plain_linspace_coordinates_still_resumes(tmp_path):
+    path = str(tmp_path / "s.h5")
+    j = job(grid=Grid(Axis(-1, 1, 99)))
+    with SurfaceFile.open(path, j, ["train"], Provenance()) as f:
+        f.write(0, {"train": (1.0, 50.0)})
+    with h5py.File(path, "r+") as h:  # as files made before the centre was exactly 0
+        h["xcoordinates"][...] = np.linspace(-1, 1, 99)
+    with SurfaceFile.open(path, j, ["train"], Provenance()) as f:
+        assert len(f.pending(["train"])) == 98
+    with h5py.File(path, "r+") as h:
+        h["xcoordinates"][3] += 1e-9
+    with pytest.raises(SurfaceError, match="x is"):
+        SurfaceFile.open(path, j, ["train"], Provenance())
+
+
 def test_non_square_grid_orientation():
     g = Grid(Axis(-1, 1, 5), Axis(0, 2, 3))
     assert g.shape == (3, 5)

@@ -3,7 +3,7 @@ its users look for it. The code lives in `loss_landscape.models.cifar10`; this p
 
     >>> from cifar10.models import create_model
     >>> create_model("resnet56").__class__.__name__
-    'ResNet_cifar'
+    'ResNet'
 """
 
 from loss_landscape.models.cifar10 import UnknownModelError, create_model, list_models, register_model

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import matplotlib
 
-matplotlib.use("Agg")  # commands run on clusters without a display; --show opens a window explicitly
-import matplotlib.pyplot as plt
+# Commands run on clusters without a display: the headless backend, unless pyplot is already in use or this runs
+# in a notebook (Jupyter's kernel), whose inline backend is kept; --show opens a window explicitly.
+if "matplotlib.pyplot" not in sys.modules and "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 FORMATS = ("pdf", "png", "svg")
 

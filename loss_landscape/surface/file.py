@@ -77,6 +77,8 @@ def _grid_differences(f: h5py.File, grid: Grid) -> list[str]:
         want = None if axis is None else axis.coordinates()
         if have is None and want is None:
             continue
+        if have is not None and want is not None and np.array_equal(have, axis.linspace()):
+            continue  # a file made before the centre point was exactly 0 (it differs there by < 1e-15)
         if have is None or want is None or not np.array_equal(have, want):
             diffs.append(f"{key} is {_axis_text(have)} in the file but {_axis_text(want)} now")
     return diffs

@@ -58,6 +58,23 @@ class Axis:
         return cls(lo, hi, num)
 
     def coordinates(self) -> np.ndarray:
+        """``np.linspace(min, max, num)``, except that the point that is 0 in exact arithmetic is exactly 0
+        (linspace misses it by a rounding error for some counts: -1:1:99 gives -1.1e-16), so the centre of a
+        grid is the unperturbed model itself.
+
+        Example:
+            >>> float(Axis(-1, 1, 99).coordinates()[49]), float(np.linspace(-1, 1, 99)[49])
+            (0.0, -1.1102230246251565e-16)
+        """
+        c = self.linspace()
+        k = round(-self.min * (self.num - 1) / (self.max - self.min))
+        exact_zero = 0 <= k < self.num and self.min * (self.num - 1 - k) + self.max * k == 0
+        if exact_zero and abs(c[k]) <= 8 * np.finfo(float).eps * max(abs(self.min), abs(self.max)):
+            c[k] = 0.0
+        return c
+
+    def linspace(self) -> np.ndarray:
+        """Plain ``np.linspace(min, max, num)``: the coordinates of files made before the centre was exact."""
         return np.linspace(self.min, self.max, self.num)
 
     def __str__(self) -> str:
