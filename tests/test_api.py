@@ -346,7 +346,7 @@ BAD = {
     "split": (lambda m, d: ll.random_line(m, d, split="val"), ll.UserError, "split must be 'train' or 'test'"),
     "compute x": (lambda m, d: ll.compute_surface(x="1:-1:5"), ll.UserError, "x: MAX must be greater than MIN"),
     "compute x kind": (lambda m, d: ll.compute_surface(x=(1, 2)), ll.UserError, "'MIN:MAX:NUM', \\(min, max, num\\)"),
-    "compute same_dir": (lambda m, d: ll.compute_surface(same_dir=True), ll.UserError, "same_dir gives a y"),
+    "compute same_dir": (lambda m, d: ll.compute_surface(same_dir=True), ll.UserError, "--same_dir needs a 2D grid"),
     "compute eval_on": (lambda m, d: ll.compute_surface(eval_on="all"), ll.UserError, "train, test or both"),
     "compute model": (lambda m, d: ll.compute_surface(model="resnet57", log=None), ll.ModelError,
                       "unknown model 'resnet57': expected one of"),

@@ -13,7 +13,7 @@ from torch import nn
 from loss_landscape.errors import UserError
 from loss_landscape.models.loading import build_model, load_model as _load_checkpoint
 from loss_landscape.surface.grid import Axis
-from loss_landscape.surface.job import SurfaceRequest, prepare, run
+from loss_landscape.surface.job import SurfaceRequest, check_request, prepare, run
 from loss_landscape.surface.reader import Surface
 
 AxisLike = Union[Axis, str, Sequence[float]]
@@ -51,25 +51,6 @@ def _axis(value: Optional[AxisLike], what: str) -> Optional[Axis]:
         return Axis.parse(text)
     except ValueError as e:
         raise UserError(f"{what}: {e}") from None
-
-
-def _check(req: SurfaceRequest) -> None:
-    """The checks across settings that ``plot_surface.py`` makes when it parses its flags."""
-    if req.data_split < 1 or not 0 <= req.split_idx < req.data_split:
-        raise UserError(f"split_idx must be in [0, data_split - 1] = [0, {req.data_split - 1}], "
-                        f"got {req.split_idx}")
-    if req.model_file3 and not req.model_file2:
-        raise UserError("model_file3 needs model_file2 (the plane through three models)")
-    if (req.model_file3 or req.same_dir) and req.y is None:
-        raise UserError(f"{'model_file3' if req.model_file3 else 'same_dir'} gives a y direction: add y")
-    if req.axes not in (None, "random") and req.model_file2:
-        raise UserError(f"axes {req.axes!r} and model_file2 both choose the directions: give one")
-    if req.axes not in (None, "random") and req.dir_type not in (None, "weights"):
-        raise UserError(f"axes {req.axes!r} gives parameter directions: use dir_type 'weights'")
-    if req.axes == "adam" and req.adam_mode == "adameq" and (req.y is None or not req.y.min > 0):
-        raise UserError(f"adam_mode 'adameq' steps by x / sqrt(y): y must be given and > 0, got {req.y}")
-    if not req.flush_every > 0:
-        raise UserError(f"flush_every must be > 0 seconds, got {req.flush_every}")
 
 
 def compute_surface(*, model: str = "digits_cnn", model_file: Optional[str] = None, x: AxisLike = "-1:1:51",
@@ -131,7 +112,7 @@ def compute_surface(*, model: str = "digits_cnn", model_file: Optional[str] = No
         compile=compile, flush_every=flush_every, chunk_size=chunk_size, axes=axes, hessian_params=hessian_params,
         hessian_tol=hessian_tol, hessian_seed=hessian_seed, opt_file=opt_file, adam_mode=adam_mode,
         adam_eps=adam_eps)
-    _check(req)
+    check_request(req)
     if comm is None or comm.Get_size() == 1:
         say = log or (lambda *a, **k: None)
         job = prepare(req, comm=None, log=say)

@@ -170,29 +170,12 @@ def check_surface_args(args: argparse.Namespace, parser: argparse.ArgumentParser
     if args.trainloader or args.testloader:
         parser.error("--trainloader/--testloader (pickled loaders) cannot be loaded by torch >= 2.6; "
                      "use --dataset pkg.module:factory")
-    if args.split_idx >= args.data_split:
-        parser.error(f"--split_idx must be below --data_split ({args.data_split}), got {args.split_idx}")
-    if args.model_file3 and not args.model_file2:
-        parser.error("--model_file3 needs --model_file2 (the plane through three models)")
-    if args.model_file3 and args.y is None:
-        parser.error("--model_file3 gives a y direction: add --y MIN:MAX:NUM")
-    if args.same_dir and args.y is None:
-        parser.error("--same_dir needs a 2D grid: add --y MIN:MAX:NUM")
-    if args.axes != "random" and args.model_file2:
-        parser.error(f"--axes {args.axes} and --model_file2 both choose the directions: give one")
-    if args.axes != "random" and args.dir_type != "weights":
-        parser.error(f"--axes {args.axes} gives parameter directions: use --dir_type weights")
-    if args.axes == "adam" and args.adam_mode == "adameq":
-        if args.y is None:
-            parser.error("--adam_mode adameq needs a 2D grid: x is the step, y the second-moment scale (--y > 0)")
-        if not args.y.min > 0:
-            parser.error(f"--adam_mode adameq steps by x / sqrt(y): --y must be > 0, got {args.y}")
-    if not args.hessian_tol > 0:
-        parser.error(f"--hessian_tol must be > 0, got {args.hessian_tol}")
-    if args.adam_eps is not None and not args.adam_eps >= 0:
-        parser.error(f"--adam_eps must be >= 0, got {args.adam_eps}")
-    if not args.flush_every > 0:
-        parser.error(f"--flush_every must be > 0 seconds, got {args.flush_every}")
+    from loss_landscape.errors import UserError
+    from loss_landscape.surface.job import check_request
+    try:
+        check_request(request_from_args(args))
+    except UserError as e:
+        parser.error(str(e))
 
 
 def _join(folder: str, path: str | None) -> str | None:

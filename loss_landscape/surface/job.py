@@ -19,7 +19,7 @@ from loss_landscape._util import rank_and_size
 from loss_landscape.models import digits as embedded
 from loss_landscape.parallel import faults
 from loss_landscape.models import loading as models
-from loss_landscape.errors import DataError
+from loss_landscape.errors import UserError, DataError
 from loss_landscape.data import EvalData, load_dataset, take_part
 from loss_landscape.evaluation import DeviceSplit, pick_device
 from loss_landscape.surface.compute import EvalSettings, compute_surface
@@ -90,6 +90,36 @@ _ASKED_LABELS = (("dir_type", "--dir_type"), ("xnorm", "--xnorm"), ("xignore", "
                  ("yignore", "--yignore"), ("seed", "--seed"), ("idx", "--idx"),
                  ("hessian_params", "--hessian_params"), ("hessian_tol", "--hessian_tol"),
                  ("hessian_seed", "--hessian_seed"), ("adam_mode", "--adam_mode"), ("adam_eps", "--adam_eps"))
+
+
+def check_request(req: SurfaceRequest) -> None:
+    """The checks across settings that no single flag can make (the command and `ll.compute_surface` both
+    call this); a `UserError` names the flags (``--name``, the request field of the same name) and what is
+    expected."""
+    if req.data_split < 1 or not 0 <= req.split_idx < req.data_split:
+        raise UserError(f"--split_idx must be below --data_split ({req.data_split}), got {req.split_idx}")
+    if req.model_file3 and not req.model_file2:
+        raise UserError("--model_file3 needs --model_file2 (the plane through three models)")
+    if req.model_file3 and req.y is None:
+        raise UserError("--model_file3 gives a y direction: add --y MIN:MAX:NUM")
+    if req.same_dir and req.y is None:
+        raise UserError("--same_dir needs a 2D grid: add --y MIN:MAX:NUM")
+    axes = req.axes or "random"
+    if axes != "random" and req.model_file2:
+        raise UserError(f"--axes {axes} and --model_file2 both choose the directions: give one")
+    if axes != "random" and req.dir_type not in (None, "weights"):
+        raise UserError(f"--axes {axes} gives parameter directions: use --dir_type weights")
+    if axes == "adam" and req.adam_mode == "adameq":
+        if req.y is None:
+            raise UserError("--adam_mode adameq needs a 2D grid: x is the step, y the second-moment scale (--y > 0)")
+        if not req.y.min > 0:
+            raise UserError(f"--adam_mode adameq steps by x / sqrt(y): --y must be > 0, got {req.y}")
+    if req.hessian_tol is not None and not req.hessian_tol > 0:
+        raise UserError(f"--hessian_tol must be > 0, got {req.hessian_tol}")
+    if req.adam_eps is not None and not req.adam_eps >= 0:
+        raise UserError(f"--adam_eps must be >= 0, got {req.adam_eps}")
+    if not req.flush_every > 0:
+        raise UserError(f"--flush_every must be > 0 seconds, got {req.flush_every}")
 
 
 def with_direction_defaults(req: SurfaceRequest) -> SurfaceRequest:
