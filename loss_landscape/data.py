@@ -158,7 +158,7 @@ def _split_info(train: Split, test: Split, num_classes: int) -> dict[str, Any]:
 
 
 def _load_cifar10(datapath: str, *, raw_data: bool, download: bool) -> EvalData:
-    from loss_landscape import cifar10_data  # lazy: cifar10/data.py imports DataError from here
+    from loss_landscape import cifar10_data  # lazy: only CIFAR-10 needs its reader (and torchvision)
 
     train_x, train_y, test_x, test_y = cifar10_data.load_cifar10(datapath, raw_data=raw_data,
                                                                  download=download)

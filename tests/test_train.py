@@ -1,4 +1,4 @@
-"""Training (cifar10/train.py, cifar10/main.py) on the embedded digits models: schedule, label corruption,
+"""Training (loss_landscape.training, cifar10/main.py) on the embedded digits models: schedule, label corruption,
 checkpoints, determinism, resume, saved accuracy, augmentation and the command's errors."""
 
 import json

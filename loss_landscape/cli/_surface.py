@@ -185,9 +185,9 @@ def _join(folder: str, path: str | None) -> str | None:
 
 
 def request_from_args(args: argparse.Namespace, **overrides):
-    """The `surface_job.SurfaceRequest` this command's arguments ask for (shared with plot_hessian_eigen.py).
+    """The `surface.job.SurfaceRequest` this command's arguments ask for (shared with plot_hessian_eigen.py).
 
-    A direction flag not given on the command line becomes None (not asked; `surface_job` resolves it to the
+    A direction flag not given on the command line becomes None (not asked; `surface.job` resolves it to the
     default that --help states), so that an existing --dir_file is checked against the flags given only. A
     Namespace built by hand (no record of what was given) asks for every value it holds.
     """
@@ -209,13 +209,13 @@ def request_from_args(args: argparse.Namespace, **overrides):
 
 
 def execute(args: argparse.Namespace, request, *, eigen=None, plot=None) -> int:
-    """Prepares and runs a surface job on every rank through `runner.run_job` (one line per failure, on any
+    """Prepares and runs a surface job on every rank through `cli._runner.run_job` (one line per failure, on any
     rank and in any phase; resumable interrupts).
 
     Args:
         args: this command's arguments (for --mpi, --cuda, --quiet, --rank_timeout, --debug).
         request: the `SurfaceRequest`.
-        eigen: `hessian_map.EigenSettings` for an eigenvalue map; None for losses.
+        eigen: `surface.eigen.EigenSettings` for an eigenvalue map; None for losses.
         plot: called on rank 0 with the surface when done; returns the files written.
     """
     from loss_landscape.cli._runner import run_job  # here, so that --help and argument errors answer at once

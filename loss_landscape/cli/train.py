@@ -18,7 +18,7 @@ import sys
 from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
 
-OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")  # as cifar10.train.OPTIMIZERS, without importing torch
+OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")  # as loss_landscape.training.OPTIMIZERS, without importing torch
 LOSSES = ("crossentropy", "mse")
 
 

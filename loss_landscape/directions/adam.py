@@ -1,6 +1,6 @@
 """Adam directions: the moment vectors of a saved Adam state as plotting axes, and LLA's ``adameq`` update.
 
-A training run (``cifar10/train.py --optimizer adam``) writes ``opt_state_E.t7`` = ``{'optimizer':
+A training run (``cifar10/main.py --optimizer adam``) writes ``opt_state_E.t7`` = ``{'optimizer':
 optimizer.state_dict()}`` beside ``model_E.t7``. For every parameter the state holds Adam's first moment
 ``exp_avg`` (m, a running mean of the gradients) and second moment ``exp_avg_sq`` (v, a running mean of the
 squared gradients). This module turns them into directions for ``--dir_type weights`` in two modes:
@@ -146,7 +146,7 @@ def read_adam_state(opt_file: str, model: nn.Module) -> AdamState:
 
     Parameters are matched by ``param_names`` when the optimizer was built from ``named_parameters()``,
     otherwise by position: state ids follow ``param_groups`` order, which is ``model.parameters()`` order
-    for an optimizer built over ``model.parameters()`` as ``cifar10/train.py`` does.
+    for an optimizer built over ``model.parameters()`` as ``loss_landscape.training`` does.
 
     Raises:
         AdamDirectionError: missing or unreadable file, a model file, a non-Adam state (naming the optimizer

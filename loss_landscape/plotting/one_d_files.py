@@ -118,7 +118,7 @@ def plot_1d_directions(surfaces: list[Surface], *, band: str = "minmax", delta: 
     """Draws random directions of one model as a mean and a band and saves the spread.
 
     Writes ``<prefix>_1d_directions.<fmt>`` (see `directions_figure`) and
-    ``<prefix>_1d_directions.json`` (`direction_spread` plus the files, `surf_name` and `band`);
+    ``<prefix>_1d_directions.json`` (`surface.spread` plus the files, `surf_name` and `band`);
     ``_<surf_name>`` is added to both names for a quantity other than ``train_loss``.
 
     Args:

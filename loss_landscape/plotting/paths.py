@@ -1,7 +1,7 @@
 """Pictures of training paths: one or several paths over the filled contours of a loss surface, each
 checkpoint's loss and accuracy in a panel beside, and the same figure animated epoch by epoch (GIF, MP4).
 
-No file is read here: surfaces come from `surface_file.read_surface`, paths from `trajectory_runs.read_runs`.
+No file is read here: surfaces come from `surface.reader.read_surface`, paths from `trajectory.runs.read_runs`.
 
 Frames: one per distinct checkpoint epoch of the runs (one run: one per checkpoint); frame e shows every run up
 to its last checkpoint at or before epoch e. The GIF has exactly that many frames, its last shown ``1 + hold``
@@ -227,7 +227,7 @@ def figure_paths(paths: Sequence[RunPath], **kwargs):
     """The static picture: every path complete, with epoch labels, and the loss panel when evaluated.
 
     Args:
-        paths: from `trajectory_runs.read_runs` or the command. kwargs: as `PathFigure` (surface, surf_name,
+        paths: from `trajectory.runs.read_runs` or the command. kwargs: as `PathFigure` (surface, surf_name,
             levels, log, labels, figsize, title).
 
     Example:

@@ -199,7 +199,7 @@ def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str], surf_fi
         evaluator: a callable chunk -> results, as `PointEvaluator`, with a ``restore()`` method that puts
             the centre model back.
         job: what the file holds (a reopened file must match it).
-        groups: the value groups to fill (``train``, ``test``, ``eig``; see `surface_file.GROUP_DATASETS`).
+        groups: the value groups to fill (``train``, ``test``, ``eig``; see `surface.grid.GROUP_DATASETS`).
         surf_file, comm, flush_every, chunk_size, progress, log: as in `compute_surface`.
         provenance: recorded in the file.
 

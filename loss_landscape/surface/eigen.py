@@ -4,11 +4,11 @@ The paper (Li et al. 2018, section 6) measures how convex a landscape is by |lam
 of the Hessian at each point of the plane. The original tool's ``plot_hessian_eigen.py`` summed the
 mean loss of every batch, so its eigenvalues came out multiplied by the number of batches; here each
 point gets the eigenvalues of the Hessian of the *mean* loss over the evaluation set
-(`curvature.HessianOperator`), so they do not depend on the batch size.
+(`curvature.hessian.HessianOperator`), so they do not depend on the batch size.
 
 The map uses the same grid, directions, scheduler, MPI ranks, crash-safe writes and resume as a loss
-surface (`landscape.fill_surface`); the file holds ``max_eig`` and ``min_eig`` with the ``eig_done``
-mask, and `surface_file.read_surface` derives ``eig_ratio`` = |min_eig / max_eig|.
+surface (`surface.compute.fill_surface`); the file holds ``max_eig`` and ``min_eig`` with the ``eig_done``
+mask, and `surface.reader.read_surface` derives ``eig_ratio`` = |min_eig / max_eig|.
 
 Example:
     >>> settings = EigenSettings(eig_on="train", params="all", tol=1e-4)
@@ -125,7 +125,7 @@ def compute_eigen_surface(model: nn.Module, data: EvalData, directions: Directio
     """Fills `surf_file` with max_eig and min_eig at every grid point, resuming what is missing.
 
     Every rank calls this with its own model copy and data; rank 0 alone opens the file. Arguments are
-    those of `landscape.compute_surface`, with `settings` describing the eigensolver.
+    those of `surface.compute.compute_surface`, with `settings` describing the eigensolver.
 
     Returns:
         The surface read back (rank 0; ``values`` holds max_eig, min_eig and eig_ratio), or None on

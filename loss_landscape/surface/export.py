@@ -144,7 +144,7 @@ def prepare_mesh(surface: Surface, *, surf_name: str = "train_loss", zmax: float
     """Turns one quantity of a 2D surface into a `Mesh`, in the original's order: interpolate, clip, log.
 
     Args:
-        surface: from `surface_file.read_surface` (our files or the original's).
+        surface: from `surface.reader.read_surface` (our files or the original's).
         surf_name: the quantity, e.g. ``train_loss`` or ``test_acc``.
         zmax: values above it are clipped to it when > 0; -1 (or any value <= 0) keeps them.
         log: height = log(value + 0.1), as the original.
@@ -379,7 +379,7 @@ def export_surface(surface: Surface, *, surf_name: str = "train_loss", formats=(
     """Exports one quantity of a 2D surface in each of `formats`; returns the files written.
 
     Args:
-        surface: from `surface_file.read_surface`.
+        surface: from `surface.reader.read_surface`.
         surf_name: the quantity (default ``train_loss``).
         formats: any of ``vtp``, ``ply``, ``html``.
         zmax, log, interp, interp_method: see `prepare_mesh`.

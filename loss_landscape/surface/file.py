@@ -18,7 +18,7 @@ Schema (format_version 1), readable by the original tool's scripts:
 
 Crash consistency. HDF5 does not survive a kill in the middle of a change to its structure, so the
 structure of a surface file is never changed in place: creating it, adding a value group and appending
-to ``runs`` write a complete new version beside it and rename it over the old one (`surface_storage`), so
+to ``runs`` write a complete new version beside it and rename it over the old one (`surface.storage`), so
 the file on disk is always the old version or the new one. Every dataset is contiguous and allocated when it is made; after that, `SurfaceFile.flush`
 only overwrites raw data in place (values, fsync, then done flags, fsync).
 """

@@ -1,6 +1,6 @@
 """Setting up a surface job from explicit options: device, data, model, directions, file names.
 
-Each step runs on every rank with failures shared (`scheduler.root_first` and `everywhere`), so
+Each step runs on every rank with failures shared (`parallel.steps.root_first` and `everywhere`), so
 a bad input stops all ranks with one message instead of leaving some waiting.
 """
 
@@ -395,7 +395,7 @@ def run(job: PreparedJob, *, comm: Any = None, progress: bool = True, log: Calla
         eigen: Any = None) -> Optional[Surface]:
     """Computes the job's surface (resuming), with a progress bar on rank 0.
 
-    With `eigen` (a `hessian_map.EigenSettings`) the file gets the Hessian's max_eig and min_eig at each
+    With `eigen` (a `surface.eigen.EigenSettings`) the file gets the Hessian's max_eig and min_eig at each
     point instead of losses.
     """
     world = rank_and_size(comm)[1]

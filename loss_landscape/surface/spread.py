@@ -152,7 +152,7 @@ def direction_spread(x: np.ndarray, values: np.ndarray, *, accs: np.ndarray | No
 
 
 def spread_lines(spread: dict, *, surf_name: str = "train_loss") -> list[str]:
-    """A few readable lines summarizing `direction_spread`'s result (what the command prints)."""
+    """A few readable lines summarizing `surface.spread`'s result (what the command prints)."""
     s = spread["summary"]
 
     def stat(d: dict) -> str:
