@@ -406,8 +406,8 @@ def test_public_names_are_the_real_functions():
 
 
 def test_compute_surface_takes_every_setting_of_the_command():
-    """A setting added to `surface.job.SurfaceRequest` (a new flag of plot_surface.py) shows up here."""
-    from loss_landscape.surface.job import SurfaceRequest
+    """A setting added to `surface.request.SurfaceRequest` (a new flag of plot_surface.py) shows up here."""
+    from loss_landscape.surface.request import SurfaceRequest
     params = inspect.signature(ll.compute_surface).parameters
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
     missing = {f.name for f in fields(SurfaceRequest)} - set(params) - {"surf_tag"}

@@ -163,7 +163,7 @@ def test_original_layout_file_is_used_as_it_is(tmp_path):
 
 def test_parser_defaults_are_the_resolved_defaults():
     from loss_landscape.cli import _surface as plot_surface
-    from loss_landscape.surface.job import DIRECTION_DEFAULTS, SurfaceRequest, with_direction_defaults
+    from loss_landscape.surface.request import DIRECTION_DEFAULTS, SurfaceRequest, with_direction_defaults
 
     parser = plot_surface.get_args_parser()
     args = parser.parse_args([])

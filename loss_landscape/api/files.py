@@ -1,5 +1,5 @@
 """The file-backed side of the Python API: models by name and checkpoint, and `compute_surface`, which is
-``plot_surface.py`` as a function (a `surface.job.SurfaceRequest`, `surface.job.prepare` and `surface.job.run`):
+``plot_surface.py`` as a function (a `surface.request.SurfaceRequest`, `surface.job.prepare` and `surface.job.run`):
 direction and surface files named and checked as the command names and checks them, resumable, and across MPI
 ranks when given a communicator.
 """
@@ -13,7 +13,8 @@ from torch import nn
 from loss_landscape.errors import UserError
 from loss_landscape.models.loading import build_model, load_model as _load_checkpoint
 from loss_landscape.surface.grid import Axis
-from loss_landscape.surface.job import SurfaceRequest, check_request, prepare, run
+from loss_landscape.surface.request import SurfaceRequest, check_request
+from loss_landscape.surface.job import prepare, run
 from loss_landscape.surface.reader import Surface
 
 AxisLike = Union[Axis, str, Sequence[float]]

@@ -171,7 +171,7 @@ def check_surface_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         parser.error("--trainloader/--testloader (pickled loaders) cannot be loaded by torch >= 2.6; "
                      "use --dataset pkg.module:factory")
     from loss_landscape.errors import UserError
-    from loss_landscape.surface.job import check_request
+    from loss_landscape.surface.request import check_request
     try:
         check_request(request_from_args(args))
     except UserError as e:
@@ -185,7 +185,7 @@ def _join(folder: str, path: str | None) -> str | None:
 
 
 def request_from_args(args: argparse.Namespace, **overrides):
-    """The `surface.job.SurfaceRequest` this command's arguments ask for (shared with plot_hessian_eigen.py).
+    """The `surface.request.SurfaceRequest` this command's arguments ask for (shared with plot_hessian_eigen.py).
 
     A direction flag not given on the command line becomes None (not asked; `surface.job` resolves it to the
     default that --help states), so that an existing --dir_file is checked against the flags given only. A
@@ -193,7 +193,7 @@ def request_from_args(args: argparse.Namespace, **overrides):
     """
     from dataclasses import fields as dataclass_fields
 
-    from loss_landscape.surface.job import DIRECTION_DEFAULTS, SurfaceRequest
+    from loss_landscape.surface.request import DIRECTION_DEFAULTS, SurfaceRequest
     given = getattr(args, EXPLICIT, None)
     values = {}
     for f in dataclass_fields(SurfaceRequest):  # the flags carry the request's field names
