@@ -35,7 +35,7 @@ class Landscape:
     """Loss and accuracy over a line or a plane of weight space.
 
     Attributes:
-        x: (nx,) coordinates along the x direction (float64, the tool's ``np.linspace``).
+        x: (nx,) coordinates along the x direction (float64, the tool's `surface.grid.Axis` coordinates).
         y: (ny,) coordinates along y, or None for a line.
         loss: mean loss at every point: (nx,) for a line; (ny, nx) for a plane, ``loss[j, i]`` at
             ``(x[i], y[j])`` (rows are y, as in surface files and ``np.meshgrid(x, y)``).

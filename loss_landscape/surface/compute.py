@@ -71,7 +71,9 @@ class GridEvaluator:
     (chunk in, results out).
 
     The model is placed on the device (and in its memory format) first and the `Perturber` made after, so
-    its in-place writes reach the tensors the forward pass reads.
+    its in-place writes reach the tensors the forward pass reads. This changes the caller's model: it is moved
+    to the device, put in eval mode and (with `channels_last`) converted, and `restore` puts back only its
+    weights and buffers; `loss_landscape.api` works on a copy for that reason.
     """
 
     def __init__(self, model: nn.Module, directions: Directions, dir_type: str, grid: Grid, device: torch.device,
