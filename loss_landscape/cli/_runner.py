@@ -40,11 +40,6 @@ class JobContext:
     interrupt_code: Optional[int] = None  # set when rank 0 has announced a signal
 
 
-def user_errors() -> tuple[type, ...]:
-    """The errors that mean a wrong input, reported as one line without a rank or a traceback."""
-    return USER_ERRORS
-
-
 def run_job(body: Callable[[Any, Callable[..., None], JobContext], int], *, use_mpi: bool, cuda: bool = False,
             rank_timeout: float = 60.0, debug: bool = False) -> int:
     """Runs ``body(comm, log, context)`` on every rank and returns the exit code (rank 0's on every rank).
@@ -97,7 +92,7 @@ def _fail_root(error: BaseException, comm: Any, team: Optional[Team], context: J
             _announce(error.signum, team, context)
         return _end(comm, context.interrupt_code)
     parallel = team is not None
-    if isinstance(error, user_errors()) and not isinstance(error, PeerFailed):
+    if isinstance(error, USER_ERRORS) and not isinstance(error, PeerFailed):
         line = f"error: {error}"
         tb = ""
     elif isinstance(error, PeerFailed):
@@ -180,4 +175,4 @@ def _fail_worker(error: BaseException, comm: Any, team: Optional[Team]) -> None:
     leave(1)
 
 
-__all__ = ["JobContext", "run_job", "user_errors"]
+__all__ = ["JobContext", "run_job"]
