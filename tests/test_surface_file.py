@@ -22,6 +22,7 @@ import pytest
 from loss_landscape.surface import file as surface_file, grid as surface_grid, reader as surface_reader
 from loss_landscape.surface import storage as surface_storage
 from conftest import run_command
+from loss_landscape import _util
 from loss_landscape._util import host_tag
 from loss_landscape.surface.grid import GROUP_DATASETS, Axis, Grid, Provenance, SurfaceJob
 from loss_landscape.errors import SurfaceError
@@ -361,8 +362,10 @@ def _check_and_complete(path, j):
 
 def _killed_at_line(n, scenario):
     """Runs `scenario` in a forked child that SIGKILLs itself just before the n-th line it executes in
-    surface_file.py or surface_storage.py (0: never); returns (killed, the (function, line) of every line executed)."""
-    sources = {os.path.realpath(m.__file__) for m in (surface_file, surface_grid, surface_reader, surface_storage)}
+    the surface file modules or `_util` (atomic_write) (0: never); returns (killed, the (function, line) of
+    every line executed)."""
+    traced = (surface_file, surface_grid, surface_reader, surface_storage, _util)
+    sources = {os.path.realpath(m.__file__) for m in traced}
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -401,8 +404,9 @@ def _killed_at_line(n, scenario):
 @pytest.mark.parametrize("start", ["none", "half_made_group"])
 def test_a_kill_at_any_line_of_the_file_code_leaves_a_file_that_reopens_and_completes(tmp_path, start):
     """Creation, adding the test group (``--eval_on both`` on a train-only file), the run history, the repair
-    of a group half made by an older version, and flushes: killed before each distinct line of
-    surface_file.py and surface_storage.py they execute (its first execution), each time followed by the next run's reopen."""
+    of a group half made by an older version, and flushes: killed before each distinct line of the surface
+    file modules and `_util.atomic_write` they execute (its first execution), each time followed by the next
+    run's reopen."""
     j = job()
     base, path = tmp_path / "base.h5", tmp_path / "s.h5"
     if start == "half_made_group":
@@ -431,6 +435,7 @@ def test_a_kill_at_any_line_of_the_file_code_leaves_a_file_that_reopens_and_comp
     assert not killed
     firsts = sorted({line: n for n, line in reversed(list(enumerate(lines, 1)))}.values())
     assert len(firsts) > 100
+    assert {"atomic_write", "replace_with", "flush"} <= {function for _, function, _ in lines}
     for n in firsts:
         reset()
         killed, _ = _killed_at_line(n, scenario)
