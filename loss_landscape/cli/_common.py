@@ -5,10 +5,25 @@ it expected."""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Callable, NoReturn, Optional, Sequence
 
 if TYPE_CHECKING:
     from loss_landscape.surface.grid import Axis
+
+
+def run_command(get_args_parser: Callable[[], argparse.ArgumentParser],
+                main: Callable[[argparse.Namespace], int], argv: Optional[Sequence[str]] = None, *,
+                prog: Optional[str] = None,
+                check: Optional[Callable[[argparse.Namespace, argparse.ArgumentParser], None]] = None) -> int:
+    """What every command's ``run`` does: parses `argv` (the command line when None) with the command's parser
+    (named `prog` under ``loss-landscape``), makes its cross-argument `check`, and returns ``main(args)``."""
+    parser = get_args_parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    if check is not None:
+        check(args, parser)
+    return main(args)
 
 
 class ArgumentParser(argparse.ArgumentParser):

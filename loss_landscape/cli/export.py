@@ -9,8 +9,8 @@ or a self-contained interactive HTML page.
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
 import sys
+from typing import Sequence
 
 from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
@@ -59,11 +59,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Parses `argv` (the command line when None) and runs the command; returns the exit code."""
-    parser = get_args_parser()
-    if prog:
-        parser.prog = prog
-    args = parser.parse_args(argv)
-    return main(args)
+    return argtypes.run_command(get_args_parser, main, argv, prog=prog)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ estimates) and <out>_density.<format> (the density on a log scale). See doc/curv
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
 import json
 import os
 import sys
 import time
+from typing import Sequence
 
 from loss_landscape.cli import _common as argtypes
 from loss_landscape.curvature.hessian import PARAM_FILTERS
@@ -204,11 +204,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Parses `argv` (the command line when None) and runs the command; returns the exit code."""
-    parser = get_args_parser()
-    if prog:
-        parser.prog = prog
-    args = parser.parse_args(argv)
-    return main(args)
+    return argtypes.run_command(get_args_parser, main, argv, prog=prog)
 
 
 if __name__ == "__main__":

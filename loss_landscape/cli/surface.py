@@ -9,9 +9,10 @@ process or across MPI ranks, into a resumable HDF5 surface file; optionally plot
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
 import sys
+from typing import Sequence
 
+from loss_landscape.cli import _common as argtypes
 from loss_landscape.cli._surface import check_surface_args, execute, get_args_parser, request_from_args
 
 
@@ -34,12 +35,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Parses `argv` (the command line when None) and runs the command; returns the exit code."""
-    parser = get_args_parser()
-    if prog:
-        parser.prog = prog
-    args = parser.parse_args(argv)
-    check_surface_args(args, parser)
-    return main(args)
+    return argtypes.run_command(get_args_parser, main, argv, prog=prog, check=check_surface_args)
 
 
 if __name__ == "__main__":

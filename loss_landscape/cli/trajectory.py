@@ -16,10 +16,10 @@ and ``<proj_file>.png``. doc/trajectory.md has the formulas.
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
 import json
 import os
 import sys
+from typing import Sequence
 
 from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
@@ -162,11 +162,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Parses `argv` (the command line when None) and runs the command; returns the exit code."""
-    parser = get_args_parser()
-    if prog:
-        parser.prog = prog
-    args = parser.parse_args(argv)
-    return main(args)
+    return argtypes.run_command(get_args_parser, main, argv, prog=prog)
 
 
 if __name__ == "__main__":
