@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
+from loss_landscape import batches as bt
 from loss_landscape._util import import_object
 from loss_landscape.errors import DataError
+from loss_landscape.streaming import DatasetSplit
+
+AnySplit = Union["Split", DatasetSplit]
 
 BUILTIN_DATASETS = ("cifar10", "digits")
 
@@ -36,26 +40,47 @@ DIGITS_SPLIT_SEED = 0
 
 @dataclass(frozen=True, eq=False)  # tensors have no truth value: compare by identity
 class Split:
-    """Inputs and class targets of one split, on the CPU.
+    """Inputs and targets of one split, on the CPU.
 
     Attributes:
-        inputs: float32 tensor (N, ...).
-        targets: int64 tensor (N,).
+        inputs: a tensor (N, ...) of any real dtype (token ids stay integers, images may stay uint8), or a tuple
+            or dict of such tensors, called as ``model(*x)`` or ``model(**x)`` (see `loss_landscape.batches`).
+        targets: class indices (N,), float regression targets (N, ...), per-token ids (N, T) (-100 ignored), or
+            None for a model that computes its own loss.
+        transform: what the evaluation device applies to each batch of inputs before the model (the uint8 CIFAR-10
+            images are normalized there); None: the inputs go in as they are.
     """
 
-    inputs: torch.Tensor
-    targets: torch.Tensor
+    inputs: Any
+    targets: Optional[torch.Tensor]
+    transform: Optional[Callable[[Any], Any]] = None
 
     def __post_init__(self) -> None:
-        if self.inputs.dtype != torch.float32 or self.targets.dtype != torch.int64:
-            raise DataError(f"Split expects float32 inputs and int64 targets, "
-                            f"found {self.inputs.dtype} and {self.targets.dtype}")
-        if self.targets.dim() != 1 or self.inputs.dim() < 1 or len(self.inputs) != len(self.targets):
-            raise DataError(f"Split expects inputs (N, ...) and targets (N,), "
-                            f"found shapes {tuple(self.inputs.shape)} and {tuple(self.targets.shape)}")
+        n = bt.check_structure(self.inputs, "Split inputs")
+        for t in bt.tensors(self.inputs):
+            if t.dtype == torch.bool or t.is_complex():
+                raise DataError(f"Split inputs have dtype {t.dtype}: expected real numbers or integer ids")
+        if self.targets is not None:
+            if not isinstance(self.targets, torch.Tensor) or self.targets.dim() < 1 or len(self.targets) != n:
+                found = tuple(self.targets.shape) if isinstance(self.targets, torch.Tensor) else type(self.targets).__name__
+                raise DataError(f"inputs and targets do not match: {n} samples of inputs and targets {found}; "
+                                f"expected inputs (N, ...) and targets (N, ...), or None")
+            if self.targets.dtype == torch.bool or self.targets.is_complex():
+                raise DataError(f"Split targets have dtype {self.targets.dtype}: expected integer class or token "
+                                f"ids, or real regression targets")
 
     def __len__(self) -> int:
-        return len(self.targets)
+        return bt.rows(self.inputs)
+
+    def rows(self, index: torch.Tensor) -> "Split":
+        """The samples at `index` (a copy), in that order."""
+        return Split(bt.take_rows(self.inputs, index),
+                     None if self.targets is None else self.targets[index], self.transform)
+
+    def part(self, start: int, stop: int) -> "Split":
+        """Samples start..stop (views)."""
+        return Split(bt.slice_rows(self.inputs, start, stop),
+                     None if self.targets is None else self.targets[start:stop], self.transform)
 
 
 @dataclass(frozen=True, eq=False)  # tensors have no truth value: compare by identity
@@ -64,15 +89,17 @@ class EvalData:
 
     Attributes:
         name: the name given to `load_dataset`.
-        train: the training split (in file order for cifar10).
+        train: the training split (in file order for cifar10): a `Split` in memory, or a `DatasetSplit` read
+            item by item (a factory's Dataset, kept for streaming).
         test: the test split.
-        num_classes: number of classes (targets lie in [0, num_classes)).
+        num_classes: number of classes (targets lie in [0, num_classes)); 0 where the targets are no classes
+            (regression, tokens, none).
         info: flat provenance record (str -> str/int/float/bool) for HDF5 attributes.
     """
 
     name: str
-    train: Split
-    test: Split
+    train: AnySplit
+    test: AnySplit
     num_classes: int
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -111,7 +138,13 @@ def load_dataset(name: str, *, datapath: str = "cifar10/data", raw_data: bool = 
                     f"or 'pkg.module:factory'")
 
 
-def take_part(split: Split, parts: int, index: int) -> Split:
+def in_memory(split: AnySplit) -> Split:
+    """`split` as tensors on the CPU: a `DatasetSplit` is read once, item by item (for the commands that hold their
+    data, such as training and the Hessian spectrum)."""
+    return split.load() if isinstance(split, DatasetSplit) else split
+
+
+def take_part(split: AnySplit, parts: int, index: int) -> AnySplit:
     """Returns the `index`-th of `parts` contiguous parts of a split.
 
     The parts are disjoint, cover the split and differ in size by at most one, the first ones being
@@ -135,7 +168,31 @@ def take_part(split: Split, parts: int, index: int) -> Split:
     size, extra = divmod(len(split), parts)
     start = index * size + min(index, extra)
     stop = start + size + (1 if index < extra else 0)
-    return Split(split.inputs[start:stop], split.targets[start:stop])
+    return split.part(start, stop)
+
+
+def sample_indices(n: int, samples: int, seed: int) -> torch.Tensor:
+    """`samples` of `n` indices chosen by `seed` (numpy's default_rng(seed).choice without replacement), sorted, so
+    the subset keeps the file order; all of them when `samples` is 0 or at least `n`.
+
+    Example:
+        >>> sample_indices(10, 4, 0).tolist()
+        [2, 4, 5, 7]
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise DataError(f"--eval_samples must be a whole number >= 0 (0: all), found {samples!r}")
+    if samples == 0 or samples >= n:
+        return torch.arange(n)
+    chosen = np.random.default_rng(seed).choice(n, size=samples, replace=False)
+    return torch.from_numpy(np.sort(chosen).astype(np.int64))
+
+
+def take_samples(split: AnySplit, samples: int, seed: int) -> AnySplit:
+    """The fixed, seeded subset of `samples` samples of `split` (`sample_indices`); `split` itself for 0."""
+    if samples == 0 or samples >= len(split):
+        sample_indices(len(split), samples, seed)  # checks the count
+        return split
+    return split.rows(sample_indices(len(split), samples, seed))
 
 
 def _normalize_(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
@@ -148,13 +205,12 @@ def _floats(values: tuple[float, ...]) -> str:
     return ",".join(repr(float(v)) for v in values)
 
 
-def _split_info(train: Split, test: Split, num_classes: int) -> dict[str, Any]:
-    return {
-        "input_shape": "x".join(str(d) for d in train.inputs.shape[1:]),
-        "train_size": len(train),
-        "test_size": len(test),
-        "num_classes": num_classes,
-    }
+def _split_info(train: AnySplit, test: AnySplit, num_classes: int) -> dict[str, Any]:
+    kind = train.describe() if isinstance(train, DatasetSplit) else bt.describe(train.inputs)
+    info = {"inputs": kind, "train_size": len(train), "test_size": len(test), "num_classes": num_classes}
+    if isinstance(train, Split) and isinstance(train.inputs, torch.Tensor):
+        info["input_shape"] = "x".join(str(d) for d in train.inputs.shape[1:])
+    return info
 
 
 def _load_cifar10(datapath: str, *, raw_data: bool, download: bool) -> EvalData:
@@ -197,8 +253,12 @@ def _load_digits(*, raw_data: bool) -> EvalData:
 def _load_factory(spec: str) -> EvalData:
     """Calls ``factory()`` from ``pkg.module:factory``.
 
-    The factory returns ``(train, test)`` or ``(train, test, num_classes)``; each split is a Dataset
-    of ``(x, y)`` items or an ``(inputs, targets)`` pair of tensors or numpy arrays.
+    The factory returns ``(train, test)`` or ``(train, test, num_classes)``. Each split is an ``(inputs, targets)``
+    pair (inputs: a tensor or array, a tuple of them or a dict of them, float64 made float32, integer ids kept;
+    targets: a tensor or array, or None), a `Split`, or a ``torch.utils.data.Dataset`` (or a DataLoader, whose
+    dataset and collate function are used) of ``(x, y)`` items or of bare inputs (a dict for ``model(**x)``). A
+    Dataset is read item by item when evaluated, so it may be larger than memory (see `loss_landscape.streaming`);
+    its classes are not counted (that would read it all): give num_classes where a command needs it.
     """
     expected = "expected 'pkg.module:function' importable from the current directory"
     factory = import_object(spec, what="dataset factory", expected=expected, error=DataError)
@@ -210,10 +270,9 @@ def _load_factory(spec: str) -> EvalData:
         raise DataError(f"dataset factory {spec!r} returned {found}: {shape}")
     train, test = _to_split(result[0], spec, "train"), _to_split(result[1], spec, "test")
 
-    labels = torch.cat([train.targets, test.targets])
-    if len(labels) and int(labels.min()) < 0:
-        raise DataError(f"dataset factory {spec!r} gave a negative label {int(labels.min())}: "
-                        f"expected class indices >= 0")
+    labels = [s.targets for s in (train, test) if isinstance(s, Split) and s.targets is not None
+              and s.targets.dim() == 1 and not s.targets.is_floating_point()]
+    labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
     top = int(labels.max()) + 1 if len(labels) else 0
     if len(result) == 3:
         num_classes = result[2]
@@ -223,8 +282,6 @@ def _load_factory(spec: str) -> EvalData:
         num_classes = int(num_classes)
     else:
         num_classes = top
-    if num_classes < 1:
-        raise DataError(f"dataset factory {spec!r} returned no samples and no num_classes: {shape}")
     info = {"dataset": spec, "factory": spec, "raw_data": False, "split": "as returned by the factory"}
     info.update(_split_info(train, test, num_classes))
     return EvalData(spec, train, test, num_classes, info)
@@ -238,42 +295,47 @@ def _as_tensor(value: Any) -> torch.Tensor:
     return torch.as_tensor(value)
 
 
-def _to_split(obj: Any, spec: str, which: str) -> Split:
-    """Converts an (inputs, targets) pair or a Dataset of (x, y) items into a Split, once."""
-    where = f"{which} split of dataset factory {spec!r}"
-    pair_types = (torch.Tensor, np.ndarray)
-    if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(v, pair_types) for v in obj):
-        inputs, targets = _as_tensor(obj[0]), _as_tensor(obj[1])
-    elif hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
-        xs, ys = [], []
-        try:
-            for i in range(len(obj)):
-                x, y = obj[i]
-                xs.append(_as_tensor(x))
-                ys.append(_as_tensor(y))
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise DataError(f"{where}: item {len(xs)} is not an (input, label) pair of tensors or arrays "
-                            f"({type(e).__name__}: {e})") from e
-        if not xs:
-            return Split(torch.zeros(0, dtype=torch.float32), torch.zeros(0, dtype=torch.int64))
-        try:
-            inputs, targets = torch.stack(xs), torch.stack(ys)
-        except RuntimeError as e:
-            raise DataError(f"{where}: items cannot be stacked ({e}); expected inputs of one shape "
-                            f"and scalar labels") from e
-    else:
-        raise DataError(f"{where} is a {type(obj).__name__}: expected a Dataset of (x, y) items "
-                        f"or an (inputs, targets) pair of tensors or arrays")
+def _as_input(value: Any) -> torch.Tensor:
+    t = _as_tensor(value)
+    return t.to(torch.float32) if t.dtype == torch.float64 else t  # as the models' weights; ids stay integers
 
-    targets = targets.reshape(-1) if targets.dim() == 2 and targets.shape[1:] == (1,) else targets
-    if targets.dim() != 1 or inputs.dim() < 1 or len(inputs) != len(targets):
-        raise DataError(f"{where}: inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} do not "
-                        f"match: expected inputs (N, ...) and class labels (N,)")
-    if inputs.dtype == torch.bool or inputs.is_complex():
-        raise DataError(f"{where}: inputs have dtype {inputs.dtype}: expected real numbers")
-    if targets.is_floating_point():
-        if not torch.equal(targets, targets.round()):
-            raise DataError(f"{where}: targets are not whole numbers: expected class labels")
-    elif targets.dtype == torch.bool or targets.is_complex():
-        raise DataError(f"{where}: targets have dtype {targets.dtype}: expected integer class labels")
-    return Split(inputs.to(torch.float32), targets.to(torch.int64))
+
+def _as_structure(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _as_input(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return tuple(_as_input(v) for v in value)
+    return _as_input(value)
+
+
+_ARRAYS = (torch.Tensor, np.ndarray)
+
+
+def _is_pair(obj: Any) -> bool:
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
+        return False
+    x, y = obj
+    x_ok = isinstance(x, _ARRAYS) or (isinstance(x, dict) and x and all(isinstance(v, _ARRAYS) for v in x.values())) \
+        or (isinstance(x, (tuple, list)) and x and all(isinstance(v, _ARRAYS) for v in x))
+    return x_ok and (y is None or isinstance(y, _ARRAYS))
+
+
+def _to_split(obj: Any, spec: str, which: str) -> AnySplit:
+    """An (inputs, targets) pair becomes a `Split`; a Dataset (or a DataLoader's) a `DatasetSplit`."""
+    where = f"{which} split of dataset factory {spec!r}"
+    if isinstance(obj, Split):
+        return obj
+    if _is_pair(obj):
+        inputs, targets = _as_structure(obj[0]), None if obj[1] is None else _as_tensor(obj[1])
+        if targets is not None and targets.dim() == 2 and targets.shape[1] == 1 and not targets.is_floating_point():
+            targets = targets.reshape(-1)  # (N, 1) class labels
+        if targets is not None and not targets.is_floating_point() and targets.dtype != torch.bool:
+            targets = targets.to(torch.int64)
+        try:
+            return Split(inputs, targets)
+        except DataError as e:
+            raise DataError(f"{where}: {e}") from None
+    if hasattr(obj, "__len__") and hasattr(obj, "__getitem__") or hasattr(obj, "dataset"):
+        return DatasetSplit.of(obj, where)
+    raise DataError(f"{where} is a {type(obj).__name__}: expected a Dataset of (x, y) items or of inputs, a "
+                    f"DataLoader, or an (inputs, targets) pair of tensors or arrays (targets may be None)")

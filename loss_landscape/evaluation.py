@@ -1,44 +1,122 @@
-"""Loss and accuracy of a model over an evaluation set held as tensors on the evaluation device.
+"""The loss, accuracy and metrics of a model over an evaluation set, batch by batch on the evaluation device.
 
-The data are transformed once (see data.py) and moved to the device once; a grid point then costs
-only forward passes. Per-sample losses are summed in float64, so the batch size changes the result
-only by float rounding of the forward pass itself.
+The data are transformed once (see data.py) and moved to the device once (`DeviceSplit`), or streamed from a
+Dataset in a fixed order (`loss_landscape.streaming`); a grid point then costs only forward passes. Losses and
+metrics are weighted sums in float64 (by sample or token), so the batch size changes the result only by float
+rounding of the forward pass itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from loss_landscape import batches as bt
 from loss_landscape.errors import EvaluationError
+from loss_landscape.losses import CLASSIFICATION, LOSSES, Loss, resolve_loss
+from loss_landscape.metrics import Metric, resolve_metrics
 
-LOSSES = ("crossentropy", "mse")
 PRECISIONS = ("fp32", "tf32", "bf16")
+__all__ = ["CLASSIFICATION", "LOSSES", "PRECISIONS", "Criterion", "DeviceSplit", "evaluate", "evaluate_values",
+           "per_sample_loss", "precision_context", "recalibrate_bn", "pick_device"]
 
 
 @dataclass(frozen=True)
 class DeviceSplit:
-    """Inputs and targets already on the evaluation device (and in its memory format)."""
+    """Inputs and targets already on the evaluation device (and in its memory format).
 
-    inputs: torch.Tensor
-    targets: torch.Tensor
+    Attributes:
+        inputs: a tensor, a tuple or a dict of tensors (see `loss_landscape.batches`), rows first.
+        targets: a tensor of one row per sample, or None (a model that computes its own loss).
+        transform: applied to each batch of inputs on the device before the model (uint8 images to normalized
+            floats, say); None: the inputs go in as they are.
+    """
+
+    inputs: Any
+    targets: Optional[torch.Tensor]
+    transform: Optional[Callable[[Any], Any]] = field(default=None, compare=False)
 
     def __len__(self) -> int:
-        return int(self.targets.shape[0])
+        return bt.rows(self.inputs)
+
+    @property
+    def device(self) -> torch.device:
+        return bt.tensors(self.inputs)[0].device
 
     @classmethod
-    def put(cls, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device,
-            channels_last: bool = False) -> "DeviceSplit":
-        """Moves a CPU split to `device` once; 4-D image batches may go channels_last."""
-        x = inputs.to(device)
-        if channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return cls(x, targets.to(device=device, dtype=torch.long))
+    def put(cls, inputs: Any, targets: Optional[torch.Tensor], device: torch.device, channels_last: bool = False,
+            transform: Optional[Callable[[Any], Any]] = None) -> "DeviceSplit":
+        """Moves a CPU split to `device` once; 4-D image batches may go channels_last. Class targets become
+        int64 (as the losses expect); other targets keep their dtype."""
+        x = bt.to_device(inputs, device, channels_last=channels_last)
+        if targets is not None:
+            targets = targets.to(device=device, dtype=torch.long) if not targets.is_floating_point() \
+                else targets.to(device)
+        return cls(x, targets, transform)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[Any, Optional[torch.Tensor]]]:
+        """(inputs, targets) of each batch in order, transformed, on the device."""
+        for start in range(0, len(self), batch_size):
+            x = bt.slice_rows(self.inputs, start, start + batch_size)
+            y = None if self.targets is None else self.targets[start:start + batch_size]
+            yield (x if self.transform is None else self.transform(x)), y
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """The loss and the metrics a point is evaluated by.
+
+    `quantities` names what `evaluate_values` returns: ``loss``, ``acc`` where the loss has an accuracy
+    (classification and token losses), then each metric's name.
+    """
+
+    loss: Loss
+    metrics: tuple[Metric, ...] = ()
+
+    @classmethod
+    def of(cls, loss_name: "str | Loss" = "crossentropy", metrics: Sequence["str | Metric"] = ()) -> "Criterion":
+        return cls(resolve_loss(loss_name), resolve_metrics(tuple(metrics)))
+
+    @property
+    def quantities(self) -> tuple[str, ...]:
+        return ("loss",) + (("acc",) if self.loss.accuracy is not None else ()) + tuple(m.name for m in self.metrics)
+
+    def batch_sums(self, outputs: Any, targets: Optional[torch.Tensor], batch: int,
+                   dtype: torch.dtype = torch.float32) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{quantity: (weighted sum, weight sum)} of one batch, float64 scalars on the device (no sync)."""
+        values, weights = self.loss.per_sample(outputs, targets, dtype, batch=batch)
+        out = {"loss": ((values.double() * weights.double()).sum(), weights.double().sum())}
+        if self.loss.accuracy is not None:
+            c, w = self.loss.accuracy(outputs, targets)
+            out["acc"] = ((c * w).sum(), w.sum())
+        for m in self.metrics:
+            if not m.of_loss:
+                v, w = m.per_sample(outputs, targets, batch)
+                out[m.name] = ((v * w).sum(), w.sum())
+        return out
+
+    def finish(self, sums: dict[str, tuple[float, float]]) -> dict[str, float]:
+        """The quantities from the whole set's sums."""
+        loss_sum, loss_w = sums["loss"]
+        if loss_w == 0:
+            raise EvaluationError(f"loss {self.loss.name} weighed no sample or token of the evaluation set (all "
+                                  f"targets ignored?)")
+        out = {"loss": loss_sum / loss_w}
+        if "acc" in sums:
+            c, w = sums["acc"]
+            out["acc"] = 100.0 * c / w if w else math.nan
+        for m in self.metrics:
+            if m.of_loss:
+                out[m.name] = m.finish(out["loss"])
+            else:
+                v, w = sums[m.name]
+                out[m.name] = (m.offset + m.scale * v / w) if w else math.nan
+        return out
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -112,57 +190,65 @@ def _precision_flags(precision: str, device: torch.device):
 
 def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str,
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Per-sample losses in `dtype` (float32; the curvature code asks for float64 reference values).
-
-    ``crossentropy`` is the usual softmax cross-entropy; ``mse`` is the original tool's: softmax
-    outputs against one-hot targets, mean over classes (its MSELoss averaged over batch x classes).
-    """
-    outputs = outputs.to(dtype)
-    if loss_name == "crossentropy":
-        return F.cross_entropy(outputs, targets, reduction="none")
-    if loss_name == "mse":
-        probs = F.softmax(outputs, dim=1)
-        one_hot = F.one_hot(targets, num_classes=outputs.shape[1]).to(probs.dtype)
-        return ((probs - one_hot) ** 2).mean(dim=1)
-    raise EvaluationError(f"unknown loss {loss_name!r}: expected one of {', '.join(LOSSES)}")
+    """Per-sample losses in `dtype` of a classification loss (``crossentropy``, ``mse``; see `loss_landscape.losses`)."""
+    if loss_name not in CLASSIFICATION:
+        raise EvaluationError(f"per_sample_loss takes a classification loss ({', '.join(CLASSIFICATION)}), got "
+                              f"{loss_name!r}: use losses.resolve_loss(name).per_sample for the others")
+    return resolve_loss(loss_name).per_sample(outputs.to(dtype), targets, dtype)[0]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceSplit, *, loss_name: str = "crossentropy", batch_size: int = 128,
+def evaluate_values(model: Callable[..., Any] | nn.Module, data: Any, criterion: Criterion, *, batch_size: int = 128,
+                    precision: str = "fp32") -> dict[str, float]:
+    """{quantity: value} of `model` in eval mode over `data` (a `DeviceSplit` or a streaming split): the mean loss,
+    the accuracy in percent where the loss has one, and each metric (see `Criterion.quantities`).
+
+    Example:
+        >>> net = nn.Linear(2, 3)
+        >>> d = DeviceSplit(torch.randn(10, 2), torch.randint(0, 3, (10,)))
+        >>> sorted(evaluate_values(net, d, Criterion.of("crossentropy", ["top5"]), batch_size=4))
+        ['acc', 'loss', 'top5']
+    """
+    if batch_size < 1:
+        raise EvaluationError(f"batch size must be >= 1, got {batch_size}")
+    if len(data) == 0:
+        raise EvaluationError("the evaluation set is empty")
+    if isinstance(model, nn.Module):
+        model.eval()
+    totals: dict[str, list[torch.Tensor]] = {}
+    with precision_context(precision, data.device):
+        for x, y in data.batches(batch_size):
+            out = bt.call_model(model, x)
+            for q, (s, w) in criterion.batch_sums(out, y, bt.rows(x)).items():
+                if q in totals:
+                    totals[q][0] += s
+                    totals[q][1] += w
+                else:
+                    totals[q] = [s.clone(), w.clone()]
+    # One synchronization per evaluation, not per batch.
+    flat = torch.stack([t for pair in totals.values() for t in pair]).tolist()
+    sums = {q: (flat[2 * i], flat[2 * i + 1]) for i, q in enumerate(totals)}
+    return criterion.finish(sums)
+
+
+def evaluate(model: nn.Module, data: Any, *, loss_name: str = "crossentropy", batch_size: int = 128,
              precision: str = "fp32") -> tuple[float, float]:
-    """Mean loss and accuracy (percent) of `model` in eval mode over `data`.
+    """Mean loss and accuracy (percent; NaN where the loss has none) of `model` in eval mode over `data`.
 
     Example:
         >>> net = nn.Linear(2, 3)
         >>> d = DeviceSplit(torch.randn(10, 2), torch.randint(0, 3, (10,)))
         >>> loss, acc = evaluate(net, d, batch_size=4)
     """
-    if loss_name not in LOSSES:
-        raise EvaluationError(f"unknown loss {loss_name!r}: expected one of {', '.join(LOSSES)}")
-    if batch_size < 1:
-        raise EvaluationError(f"batch size must be >= 1, got {batch_size}")
-    n = len(data)
-    if n == 0:
-        raise EvaluationError("the evaluation set is empty")
-    model.eval()
-    device = data.inputs.device
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    with precision_context(precision, device):
-        for start in range(0, n, batch_size):
-            x = data.inputs[start:start + batch_size]
-            y = data.targets[start:start + batch_size]
-            out = model(x)
-            total_loss += per_sample_loss(out, y, loss_name).double().sum()
-            correct += (out.argmax(dim=1) == y).sum()
-    # One synchronization per evaluation, not per batch.
-    return total_loss.item() / n, 100.0 * correct.item() / n
+    values = evaluate_values(model, data, Criterion.of(loss_name), batch_size=batch_size, precision=precision)
+    return values["loss"], values.get("acc", math.nan)
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, inputs: torch.Tensor, *, batches: int, batch_size: int,
+def recalibrate_bn(model: nn.Module, data: Any, *, batches: int, batch_size: int,
                    precision: str = "fp32") -> int:
-    """Re-estimates BatchNorm running statistics from the first `batches` batches of `inputs`.
+    """Re-estimates BatchNorm running statistics from the first `batches` batches of `data` (a `DeviceSplit`, a
+    streaming split, or a tensor of inputs).
 
     Statistics are reset and accumulated as a plain average over the batches (momentum None);
     only the BN layers run in training mode, so dropout stays off. Returns the number of BN layers.
@@ -177,12 +263,13 @@ def recalibrate_bn(model: nn.Module, inputs: torch.Tensor, *, batches: int, batc
         m.momentum = None
         m.train()
     try:
-        with precision_context(precision, inputs.device):
-            for k in range(batches):
-                x = inputs[k * batch_size:(k + 1) * batch_size]
-                if x.shape[0] == 0:
+        if isinstance(data, torch.Tensor):
+            data = DeviceSplit(data, None)
+        with precision_context(precision, data.device):
+            for k, (x, _) in enumerate(data.batches(batch_size)):
+                if k >= batches:
                     break
-                model(x)
+                bt.call_model(model, x)
     finally:
         for m, mom in zip(bns, saved):
             m.momentum = mom

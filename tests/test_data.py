@@ -250,10 +250,14 @@ def factory_dir(tmp_path, monkeypatch):
 
 def test_factory_datasets(factory_dir):
     ev = load_dataset("my_factory_data:as_datasets")
-    assert ev.train.inputs.shape == (7, 2, 3) and ev.test.inputs.shape == (4, 2, 3)
-    assert ev.train.targets.tolist() == [0, 1, 2, 0, 1, 2, 0] and ev.num_classes == 3
-    assert torch.equal(ev.train.inputs[5], torch.full((2, 3), 5.0))
-    assert ev.info["factory"] == "my_factory_data:as_datasets" and ev.info["num_classes"] == 3
+    assert isinstance(ev.train, data.DatasetSplit) and len(ev.train) == 7 and len(ev.test) == 4
+    train, test = data.in_memory(ev.train), data.in_memory(ev.test)
+    assert train.inputs.shape == (7, 2, 3) and test.inputs.shape == (4, 2, 3)
+    assert train.targets.tolist() == [0, 1, 2, 0, 1, 2, 0] and train.targets.dtype == torch.int64
+    assert torch.equal(train.inputs[5], torch.full((2, 3), 5.0))
+    # A Dataset's classes are not counted (that reads it all); the factory's third value gives them.
+    assert ev.num_classes == 0 and ev.info["factory"] == "my_factory_data:as_datasets"
+    assert ev.info["inputs"] == "Squares of float32 (N, 2, 3)"
 
 
 def test_factory_pairs_and_num_classes(factory_dir):
@@ -296,10 +300,16 @@ def test_unknown_name_lists_accepted():
 
 
 def test_split_checks_types():
-    with pytest.raises(DataError, match="int64"):
-        Split(torch.zeros(3, 2), torch.zeros(3))
-    with pytest.raises(DataError, match="shapes"):
+    with pytest.raises(DataError, match="dtype torch.bool"):
+        Split(torch.zeros(3, 2, dtype=torch.bool), torch.zeros(3))
+    with pytest.raises(DataError, match="3 samples of inputs and targets"):
         Split(torch.zeros(3, 2), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(DataError, match="different numbers of samples"):
+        Split({"a": torch.zeros(3, 2), "b": torch.zeros(2)}, None)
+    # Any real dtype, structured inputs, float or per-token targets, or none.
+    assert len(Split(torch.zeros(3, 8, dtype=torch.int64), torch.zeros(3, 8, dtype=torch.int64))) == 3
+    assert len(Split((torch.zeros(3, 2), torch.zeros(3, dtype=torch.uint8)), torch.zeros(3, 1))) == 3
+    assert len(Split({"input_ids": torch.zeros(4, 5, dtype=torch.int64)}, None)) == 4
 
 
 @pytest.mark.parametrize("n, parts", [(10, 1), (10, 3), (11, 4), (3, 5), (0, 2), (1397, 7)])

@@ -21,7 +21,8 @@ PKG = "loss_landscape"
 LAYERS = [
     ("foundations", ["errors", "version", "_util", "params", "parallel.processes"]),
     ("parallel", ["parallel"]),
-    ("models, data, evaluation, surface files", ["models", "cifar10_data", "data", "evaluation", "surface",
+    ("models, data, evaluation, surface files", ["models", "cifar10_data", "data", "batches", "losses", "metrics",
+                                                  "streaming", "evaluation", "surface",
                                                   "surface.storage", "surface.grid", "surface.file",
                                                   "surface.reader", "surface.stats", "surface.spread",
                                                   "surface.export"]),
