@@ -1,13 +1,18 @@
 """CIFAR-10 read straight from its python-pickle batches into tensors, as the original's pipeline gives them.
 
 The original builds ``torchvision.datasets.CIFAR10`` with ``Compose([ToTensor(), Normalize(mean, std)])``
-and applies it per PIL image; `load_cifar10` does the same float32 operations on the whole array at once,
-so the values are bit-identical and nothing is converted per grid point.
+and applies it per PIL image. `load_cifar10` does the same float32 operations on the whole array at once, so
+the values are bit-identical and nothing is converted per grid point; with ``as_uint8=True`` it keeps the
+images as uint8 (a quarter of the memory) and `DeviceNormalize` does those operations on the evaluation
+device, batch by batch, with the same bit-identical result (what `data.load_dataset` uses).
 
 Example:
     >>> train_x, train_y, test_x, test_y = load_cifar10("cifar10/data")  # doctest: +SKIP
     >>> train_x.shape, train_x.dtype, train_y.dtype  # doctest: +SKIP
     (torch.Size([50000, 3, 32, 32]), torch.float32, torch.int64)
+    >>> images = load_cifar10("cifar10/data", as_uint8=True)[0]  # doctest: +SKIP
+    >>> torch.equal(DeviceNormalize.cifar10()(images), train_x)  # doctest: +SKIP
+    True
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import os
 import pickle
 import socket
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,17 +45,19 @@ _RECONSTRUCT = np.zeros(0).__reduce__()[0]
 DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
 
 
-def load_cifar10(datapath: str, *, raw_data: bool = False,
-                 download: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_cifar10(datapath: str, *, raw_data: bool = False, download: bool = True,
+                 as_uint8: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loads CIFAR-10 from ``<datapath>/cifar-10-batches-py``.
 
     Args:
         datapath: folder holding ``cifar-10-batches-py`` (torchvision's ``root``).
-        raw_data: return ToTensor values in [0, 1], without the mean/std normalization.
+        raw_data: return ToTensor values in [0, 1], without the mean/std normalization (float images only).
         download: when the folder is missing, try torchvision's download into `datapath`.
+        as_uint8: return the images as stored, uint8 (N, 3, 32, 32), for `DeviceNormalize` to convert on the
+            device (`raw_data` is then the transform's business).
 
     Returns:
-        (train_x, train_y, test_x, test_y): float32 (N, 3, 32, 32) images and int64 labels, train in
+        (train_x, train_y, test_x, test_y): float32 (or uint8) (N, 3, 32, 32) images and int64 labels, train in
         file order (the original's train loader is not shuffled).
 
     Raises:
@@ -61,7 +68,74 @@ def load_cifar10(datapath: str, *, raw_data: bool = False,
         _download(datapath, folder, download)
     train_x, train_y = _read_batches([os.path.join(folder, f) for f in TRAIN_FILES])
     test_x, test_y = _read_batches([os.path.join(folder, TEST_FILE)])
+    if as_uint8:
+        return _images(train_x), train_y, _images(test_x), test_y
     return _to_float(train_x, raw_data), train_y, _to_float(test_x, raw_data), test_y
+
+
+class DeviceNormalize:
+    """uint8 images (N, C, H, W) to float32 on their own device, bit-identical to torchvision's ``ToTensor()``
+    (then ``Normalize(mean, std)`` where given) applied per image on the CPU.
+
+    The operations are those of torchvision, in its order and dtype: float32 conversion, division by 255, then
+    ``sub_(mean).div_(std)`` with float32 (C, 1, 1) tensors. The 255 is a float32 tensor on the batch's device,
+    not a Python number: on a GPU, torch divides by a Python number as a multiplication by its reciprocal, which
+    can differ in the last bit. Picklable (the cached device constants are not pickled).
+
+    Example:
+        >>> t = DeviceNormalize.cifar10()
+        >>> t(torch.zeros(1, 3, 2, 2, dtype=torch.uint8))[0, :, 0, 0]
+        tensor([-1.9802, -1.9807, -1.7076])
+    """
+
+    def __init__(self, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None):
+        if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+            raise ValueError(f"mean and std must both be given, of the same length, or both None: found {mean!r}, "
+                             f"{std!r}")
+        self.mean = None if mean is None else tuple(float(v) for v in mean)
+        self.std = None if std is None else tuple(float(v) for v in std)
+        self._constants: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    @classmethod
+    def cifar10(cls, raw_data: bool = False) -> "DeviceNormalize":
+        """The original's CIFAR-10 normalization; with `raw_data`, only the division by 255."""
+        return cls() if raw_data else cls(CIFAR10_MEAN, CIFAR10_STD)
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if device not in self._constants:
+            consts = [torch.tensor(255.0, dtype=torch.float32, device=device)]
+            if self.mean is not None:
+                consts += [torch.as_tensor(v, dtype=torch.float32, device=device).view(-1, 1, 1)
+                           for v in (self.mean, self.std)]
+            self._constants[device] = tuple(consts)
+        return self._constants[device]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() < 3:
+            found = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise DataError(f"{self!r} takes uint8 images (N, C, H, W): found {found}")
+        consts = self._on(x.device)
+        y = x.to(torch.float32).div(consts[0])  # a new tensor: the held images are never written
+        if self.mean is not None:
+            y.sub_(consts[1]).div_(consts[2])
+        return y
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["mean"], state["std"])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DeviceNormalize) and (self.mean, self.std) == (other.mean, other.std)
+
+    def __hash__(self) -> int:
+        return hash((self.mean, self.std))
+
+    def __repr__(self) -> str:
+        if self.mean is None:
+            return "DeviceNormalize(x / 255)"
+        return f"DeviceNormalize(mean={list(self.mean)}, std={list(self.std)})"
 
 
 def _download(datapath: str, folder: str, download: bool) -> None:
@@ -124,10 +198,14 @@ def _read_batch(path: str) -> tuple[np.ndarray, list[int]]:
     return x, y
 
 
+def _images(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).view(-1, 3, 32, 32)
+
+
 def _to_float(images: np.ndarray, raw_data: bool) -> torch.Tensor:
     # The same ops, in the same order and dtype, as torchvision's to_tensor then normalize:
     # uint8 -> float32, / 255, then (x - mean) / std with float32 mean and std of shape (3, 1, 1).
-    x = torch.from_numpy(images).view(-1, 3, 32, 32).to(torch.float32).div_(255)
+    x = _images(images).to(torch.float32).div_(255)
     if not raw_data:
         x.sub_(torch.as_tensor(CIFAR10_MEAN, dtype=torch.float32).view(-1, 1, 1))
         x.div_(torch.as_tensor(CIFAR10_STD, dtype=torch.float32).view(-1, 1, 1))

@@ -141,7 +141,7 @@ def load_dataset(name: str, *, datapath: str = "cifar10/data", raw_data: bool = 
 def in_memory(split: AnySplit) -> Split:
     """`split` as tensors on the CPU: a `DatasetSplit` is read once, item by item (for the commands that hold their
     data, such as training and the Hessian spectrum)."""
-    return split.load() if isinstance(split, DatasetSplit) else split
+    return Split(*split.tensors(), split.transform) if isinstance(split, DatasetSplit) else split
 
 
 def take_part(split: AnySplit, parts: int, index: int) -> AnySplit:
@@ -216,11 +216,13 @@ def _split_info(train: AnySplit, test: AnySplit, num_classes: int) -> dict[str, 
 def _load_cifar10(datapath: str, *, raw_data: bool, download: bool) -> EvalData:
     from loss_landscape import cifar10_data  # lazy: only CIFAR-10 needs its reader (and torchvision)
 
-    train_x, train_y, test_x, test_y = cifar10_data.load_cifar10(datapath, raw_data=raw_data,
-                                                                 download=download)
-    train, test = Split(train_x, train_y), Split(test_x, test_y)
+    # uint8 images (a quarter of float32's memory), normalized on the evaluation device batch by batch, to the
+    # same bits as the original's per-image ToTensor and Normalize (see cifar10_data.DeviceNormalize).
+    train_x, train_y, test_x, test_y = cifar10_data.load_cifar10(datapath, download=download, as_uint8=True)
+    transform = cifar10_data.DeviceNormalize.cifar10(raw_data)
+    train, test = Split(train_x, train_y, transform), Split(test_x, test_y, transform)
     info = {"dataset": "cifar10", "datapath": os.path.abspath(datapath), "raw_data": bool(raw_data),
-            "split": "official train (file order) / test"}
+            "split": "official train (file order) / test", "transform": repr(transform)}
     if not raw_data:
         info["normalize_mean"] = _floats(cifar10_data.CIFAR10_MEAN)
         info["normalize_std"] = _floats(cifar10_data.CIFAR10_STD)

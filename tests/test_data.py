@@ -101,7 +101,8 @@ def test_load_dataset_cifar10(cifar):
     assert all(isinstance(v, (str, int, float, bool)) for v in ev.info.values())
     raw = load_dataset("cifar10", datapath=root, raw_data=True, download=False)
     assert raw.info["raw_data"] is True and "normalize_mean" not in raw.info
-    assert 0 <= raw.train.inputs.min() and raw.train.inputs.max() <= 1
+    pixels = raw.train.transform(raw.train.inputs)  # uint8 held, /255 on the device (see the block at the end)
+    assert 0 <= pixels.min() and pixels.max() <= 1
 
 
 def test_cifar10_missing_folder(tmp_path):

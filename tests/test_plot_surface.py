@@ -216,7 +216,7 @@ def _bad_inputs(tmp: Path, ckpt: Path):
         (["--model", "resnet57", *m], "unknown model 'resnet57'", error, {}),
         ([*m, "--xnorm", "fliter"], "unknown norm 'fliter'", usage, {}),
         ([*m, "--dir_type", "both"], "invalid choice: 'both'", usage, {}),
-        ([*m, "--loss_name", "hinge"], "invalid choice: 'hinge'", usage, {}),
+        ([*m, "--loss_name", "hinge"], "unknown loss 'hinge': expected one of crossentropy, mse", usage, {}),
         ([*m, "--cuda"], "no CUDA GPU", error, {}),
         ([*m, "--mpi"], "--mpi needs mpi4py", error, {"PYTHONPATH": str(fake_mpi)}),
         ([*m, "--surf_file", str(tmp / "no" / "such" / "s.h5")], "does not exist", error, {}),

@@ -66,8 +66,10 @@ def compute_surface(*, model: str = "digits_cnn", model_file: Optional[str] = No
                     hessian_seed: Optional[int] = None, opt_file: Optional[str] = None,
                     adam_mode: Optional[str] = None, adam_eps: Optional[float] = None,
                     surf_file: Optional[str] = None, cuda: bool = False, batch_size: Optional[int] = None,
-                    loss_name: str = "crossentropy", precision: str = "fp32", bn_recalibrate: int = 0,
-                    channels_last: Optional[bool] = None, compile: bool = False, flush_every: float = 5.0,
+                    loss_name: str = "crossentropy", metrics: Sequence[str] = (), precision: str = "fp32",
+                    bn_recalibrate: int = 0, channels_last: Optional[bool] = None, compile: bool = False,
+                    eval_samples: int = 0, eval_seed: int = 0, data_mode: str = "auto",
+                    memory_budget: Optional[float] = None, data_workers: int = 0, flush_every: float = 5.0,
                     chunk_size: Optional[int] = None, rank_timeout: float = 60.0, comm: Any = None,
                     progress: bool = False, log: Optional[Callable[..., None]] = print) -> Optional[Surface]:
     """``plot_surface.py`` as a function: computes (or resumes) a surface file and returns it read back.
@@ -80,7 +82,7 @@ def compute_surface(*, model: str = "digits_cnn", model_file: Optional[str] = No
     Args:
         model, model_file, ...: the flags (x and y as ``"MIN:MAX:NUM"``, (min, max, num) or an `Axis`;
             eval_on as ``"train"``, ``"test"``, ``"both"`` or a tuple; xnorm and friends take ``"none"`` for
-            the command's ``none``).
+            the command's ``none``; metrics a sequence of --metric values).
         rank_timeout: with `comm`, seconds of silence after which a rank counts as lost.
         comm: an mpi4py communicator, to compute across its ranks: every rank calls this function with the
             same arguments (``mpirun -n 4 python script.py``); rank 0 alone writes the file. None: serial, and
@@ -109,8 +111,9 @@ def compute_surface(*, model: str = "digits_cnn", model_file: Optional[str] = No
         dir_file=dir_file, dir_type=dir_type, xnorm=none.get(xnorm, xnorm), xignore=none.get(xignore, xignore),
         ynorm=none.get(ynorm, ynorm), yignore=none.get(yignore, yignore), same_dir=same_dir, seed=seed, idx=idx,
         x=_axis(x, "x"), y=_axis(y, "y"), surf_file=surf_file, cuda=cuda, batch_size=batch_size,
-        loss_name=loss_name, precision=precision, bn_recalibrate=bn_recalibrate, channels_last=channels_last,
-        compile=compile, flush_every=flush_every, chunk_size=chunk_size, axes=axes, hessian_params=hessian_params,
+        loss_name=loss_name, metrics=tuple(metrics), precision=precision, bn_recalibrate=bn_recalibrate,
+        channels_last=channels_last, compile=compile, eval_samples=eval_samples, eval_seed=eval_seed,
+        data_mode=data_mode, memory_budget=memory_budget, data_workers=data_workers, flush_every=flush_every, chunk_size=chunk_size, axes=axes, hessian_params=hessian_params,
         hessian_tol=hessian_tol, hessian_seed=hessian_seed, opt_file=opt_file, adam_mode=adam_mode,
         adam_eps=adam_eps)
     check_request(req)

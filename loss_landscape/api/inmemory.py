@@ -39,7 +39,7 @@ class Landscape:
         y: (ny,) coordinates along y, or None for a line.
         loss: mean loss at every point: (nx,) for a line; (ny, nx) for a plane, ``loss[j, i]`` at
             ``(x[i], y[j])`` (rows are y, as in surface files and ``np.meshgrid(x, y)``).
-        acc: accuracy in percent, shaped as `loss`.
+        acc: accuracy in percent, shaped as `loss` (NaN for a loss without accuracy).
         directions: what was walked along: the point (a, b) is ``w0 + a * directions.x + b * directions.y``,
             each a `ParamVector` of tensors in ``model.parameters()`` order (dir_type ``weights``) or
             ``state_dict()`` order (``states``).
@@ -62,7 +62,9 @@ class Landscape:
     def to_surface(self) -> Surface:
         """The values as a `surface.reader.Surface`, what the plotting functions take (`plot_1d`, `plot_2d`);
         its path, which names their output files, is `surf_file` or ``landscape``."""
-        values = {f"{self.split}_loss": self.loss, f"{self.split}_acc": self.acc}
+        values = {f"{self.split}_loss": self.loss}
+        if not np.isnan(self.acc).all():
+            values[f"{self.split}_acc"] = self.acc
         return Surface(self.surf_file or "landscape", self.x, self.y, values, {})
 
 
@@ -81,12 +83,15 @@ def _landscape(model: nn.Module, data: EvalData, directions: Directions, grid: G
             evaluator.restore()
         loss, acc = np.full(grid.shape, np.nan), np.full(grid.shape, np.nan)
         for flat, values in results:
-            loss[grid.index(flat)], acc[grid.index(flat)] = values[split]
+            loss[grid.index(flat)] = values[split][0]
+            if len(values[split]) > 1:  # losses without an accuracy (regression, a model's own) leave it NaN
+                acc[grid.index(flat)] = values[split][1]
     else:
         surf_file = os.fspath(surf_file)
         surface = compute_surface(work, data, directions, grid, surf_file, model_name=type(model).__name__,
                                   model_sha256=inputs.state_sha256(model), settings=settings, device=device)
-        loss, acc = surface.values[f"{split}_loss"], surface.values[f"{split}_acc"]
+        loss = surface.values[f"{split}_loss"]
+        acc = surface.values.get(f"{split}_acc", np.full(grid.shape, np.nan))
     y = None if grid.y is None else grid.y.coordinates()
     return Landscape(grid.x.coordinates(), y, loss, acc, directions, split, surf_file)
 
@@ -119,7 +124,9 @@ def random_line(model: nn.Module, data: Any, *, steps: int = 21, distance: Optio
         ignore: biasbn: biases and BN parameters do not move; none: they move as the weights do.
         seed, idx: the random direction (``plot_surface.py --seed S --idx I`` draws the same one).
         dir_type: weights (parameters) or states (the state dict, BN running statistics included).
-        loss_name: crossentropy, or mse (softmax against one-hot targets, the original tool's).
+        loss_name: crossentropy, mse (softmax against one-hot targets, the original tool's), or any loss of
+            `loss_landscape.losses` (regression_mse, token_crossentropy, model_loss, ...) or ``pkg.module:fn``; a
+            loss without an accuracy leaves acc NaN.
         batch_size: samples per forward pass (default 128 on a CPU, 1024 on a GPU); changes only float rounding.
         device: where to evaluate ('cpu', 'cuda', 'cuda:1', a torch.device).
         split: which part of an `EvalData` to evaluate, and the name of the values in a surface file.

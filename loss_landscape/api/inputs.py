@@ -18,6 +18,9 @@ from loss_landscape.data import EvalData, Split
 from loss_landscape.directions.spec import IGNORES, NORMS
 from loss_landscape.errors import DataError, DirectionError, EvaluationError, ModelError, UserError
 from loss_landscape.evaluation import LOSSES
+from loss_landscape.losses import resolve_loss
+from loss_landscape import batches as bt
+from loss_landscape.models.loading import state_sha256
 from loss_landscape.params import DIR_TYPES, ParamVector
 from loss_landscape.surface.grid import Axis
 
@@ -52,17 +55,6 @@ def check_same_layout(base: nn.Module, other: nn.Module, dir_type: str, names: t
     if len(a) != len(b):
         raise DirectionError(f"{names[1]} does not fit {names[0]}: {len(b)} tensors versus {len(a)} "
                              f"({dir_type}): expected two models of one architecture")
-
-
-def state_sha256(model: nn.Module) -> str:
-    """A checksum of a model's state dict (names, dtypes, shapes, values): what a surface file computed from
-    memory records in place of a checkpoint's checksum, so that it resumes only for the same weights."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        a = np.ascontiguousarray(t.detach().cpu().numpy())
-        h.update(f"{name}{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -121,7 +113,7 @@ def fingerprint(part: Split) -> str:
     """A short checksum of a split's values, which names tensors given from memory in a surface file (so a
     file resumes only for the same data)."""
     h = hashlib.sha256()
-    for t in (part.inputs, part.targets):
+    for t in bt.tensors(part.inputs) + ([] if part.targets is None else [part.targets]):
         a = np.ascontiguousarray(t.cpu().numpy())
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
@@ -146,7 +138,9 @@ def as_eval_data(data: Any, split: str, *, name_by_values: bool = False) -> Eval
             raise DataError(f"the {split} split of dataset {data.name!r} is empty: expected at least one sample")
         return data
     if isinstance(data, Split):
-        part = _pair(data.inputs, data.targets, "data")
+        classes = isinstance(data.inputs, torch.Tensor) and data.targets is not None and data.targets.dim() == 1
+        # Class labels are checked as a pair's; other kinds (tokens, regression, none, dicts) are used as they are.
+        part = _pair(data.inputs, data.targets, "data") if classes else data
     elif isinstance(data, DataLoader):
         part = _from_loader(data)
     elif isinstance(data, (tuple, list)):
@@ -155,13 +149,16 @@ def as_eval_data(data: Any, split: str, *, name_by_values: bool = False) -> Eval
         part = _pair(data[0], data[1], "data")
     else:
         raise DataError(f"data is a {type(data).__name__}: expected {DATA_EXPECTED}")
-    empty = Split(part.inputs[:0], part.targets[:0])
+    empty = part.part(0, 0)
     train, test = (part, empty) if split == "train" else (empty, part)
     name = f"tensors-{fingerprint(part)}" if name_by_values else "tensors"
-    num_classes = int(part.targets.max()) + 1
+    y = part.targets
+    num_classes = int(y.max()) + 1 if y is not None and y.dim() == 1 and not y.is_floating_point() else 0
     info = {"dataset": name, "raw_data": False, "split": f"given in memory, evaluated as {split}",
-            "input_shape": "x".join(str(d) for d in part.inputs.shape[1:]), "train_size": len(train),
-            "test_size": len(test), "num_classes": num_classes}
+            "inputs": bt.describe(part.inputs), "train_size": len(train), "test_size": len(test),
+            "num_classes": num_classes}
+    if isinstance(part.inputs, torch.Tensor):
+        info["input_shape"] = "x".join(str(d) for d in part.inputs.shape[1:])
     return EvalData(name, train, test, num_classes, info)
 
 
@@ -244,8 +241,10 @@ def check_seed(seed: Any, what: str = "seed") -> int:
 
 
 def check_loss(loss_name: Any) -> str:
-    if loss_name not in LOSSES:
-        raise EvaluationError(f"unknown loss {loss_name!r}: expected one of {', '.join(LOSSES)}")
+    """A loss name of `loss_landscape.losses` or ``pkg.module:fn``, imported now so a wrong one fails at once."""
+    if not isinstance(loss_name, str):
+        raise EvaluationError(f"unknown loss {loss_name!r}: expected one of {', '.join(LOSSES)} or 'pkg.module:fn'")
+    resolve_loss(loss_name)
     return loss_name
 
 

@@ -100,3 +100,21 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {value}")
     return value
+
+
+def loss_name(text: str) -> str:
+    """A built-in loss (`loss_landscape.losses.LOSSES`) or ``pkg.module:fn`` (imported when the job starts)."""
+    from loss_landscape.losses import check_loss_name
+    try:
+        return check_loss_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def metric(text: str) -> str:
+    """A built-in metric (`loss_landscape.metrics.METRICS`), ``pkg.module:fn`` or ``NAME=pkg.module:fn``."""
+    from loss_landscape.metrics import check_metric_spec
+    try:
+        return check_metric_spec(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -10,6 +10,8 @@ import time
 
 from loss_landscape.cli import _common as argtypes
 from loss_landscape.evaluation import LOSSES, PRECISIONS
+from loss_landscape.metrics import METRICS
+from loss_landscape.streaming import DATA_MODES
 from loss_landscape.directions.spec import IGNORES, NORMS
 from loss_landscape.surface.grid import Axis
 
@@ -73,6 +75,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--split_idx", type=argtypes.nonneg_int, default=0, help="evaluate part i of --data_split")
     g.add_argument("--eval_on", default="train", choices=("train", "test", "both"),
                    help="which set(s) to evaluate at every point")
+    g.add_argument("--eval_samples", type=argtypes.nonneg_int, default=0,
+                   help="evaluate a fixed, seeded subset of N samples of each set (default: 0, all)")
+    g.add_argument("--eval_seed", type=argtypes.nonneg_int, default=0, help="seed of the --eval_samples subset")
+    g.add_argument("--data_mode", default="auto", choices=DATA_MODES,
+                   help="memory: hold the sets on the device; stream: read them from their Dataset at every point; "
+                        "auto: stream a set larger than --memory_budget (the values are the same)")
+    g.add_argument("--memory_budget", type=argtypes.pos_float, default=None, metavar="GB",
+                   help="GiB of data a rank may hold on its device (default: half of what is free there)")
+    g.add_argument("--data_workers", type=argtypes.nonneg_int, default=0,
+                   help="DataLoader worker processes per rank when streaming (default: 0, the rank reads)")
     g.add_argument("--trainloader", default=None, help=argparse.SUPPRESS)
     g.add_argument("--testloader", default=None, help=argparse.SUPPRESS)
 
@@ -129,8 +141,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--cuda", action="store_true", help="evaluate on the GPU of this rank's local rank (default: CPU)")
     g.add_argument("--batch_size", type=argtypes.pos_int, default=None,
                    help="images per forward pass; default: 128 on CPU, 1024 on GPU")
-    g.add_argument("--loss_name", default="crossentropy", choices=LOSSES,
-                   help="crossentropy, or mse on softmax outputs against one-hot targets (the original's)")
+    g.add_argument("--loss_name", default="crossentropy", type=argtypes.loss_name,
+                   help=f"{', '.join(LOSSES)} (doc/models.md), or pkg.module:fn returning per-sample losses")
+    g.add_argument("--metric", dest="metrics", action="append", type=argtypes.metric, default=[],
+                   metavar="NAME", help=f"another value per point, stored as <set>_<name> (repeatable): "
+                   f"{', '.join(METRICS)}, pkg.module:fn or NAME=pkg.module:fn (default: none)")
     g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (strict), tf32 or bf16")
     g.add_argument("--bn_recalibrate", type=argtypes.nonneg_int, default=0,
                    help="re-estimate BN statistics at each point from N training batches (0: off)")
@@ -203,6 +218,8 @@ def request_from_args(args: argparse.Namespace, **overrides):
     for name in ("model_file", "model_file2", "model_file3", "opt_file"):
         values[name] = _join(args.model_folder, args.model_file if name == "model_file" else getattr(args, name))
     values["eval_on"] = ("train", "test") if args.eval_on == "both" else (args.eval_on,)
+    if hasattr(args, "metrics"):
+        values["metrics"] = tuple(args.metrics or ())
     values["channels_last"] = None if args.channels_last == "auto" else args.channels_last == "on"
     values.update(overrides)
     return SurfaceRequest(**values)

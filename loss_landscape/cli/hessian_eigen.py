@@ -9,7 +9,9 @@ measure of non-convexity).
 
 Every flag of plot_surface.py applies (model, data, directions, grid, MPI, resume). The eigenvalues are
 those of the Hessian of the mean loss over --eval_on (train by default), so unlike the original tool's
-they do not grow with the number of batches. doc/curvature.md has the details.
+they do not grow with the number of batches. Any model, data and loss of plot_surface.py apply (token ids,
+tuple or dict inputs, --loss_name token_crossentropy, model_loss or pkg.module:fn: the mean is weighted by sample
+or token); --metric does not (a map holds eigenvalues). doc/curvature.md has the details.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error(f"--precision {args.precision}: Hessian-vector products are computed in fp32 only")
     if args.compile:
         parser.error("--compile does not apply to Hessian-vector products (double backward)")
+    if getattr(args, "metrics", None):
+        parser.error("--metric does not apply to an eigenvalue map (it holds max_eig and min_eig): compute the "
+                     "metric's surface with plot_surface.py")
     if args.ratio_max is not None and not args.ratio_max > 0:
         parser.error(f"--ratio_max must be > 0, got {args.ratio_max}")
 
@@ -69,7 +74,13 @@ def main(args: argparse.Namespace) -> int:
 
     eigen = EigenSettings(eig_on=args.eval_on, params=args.hessian_params, tol=args.hessian_tol,
                           maxiter=args.hessian_maxiter, seed=args.hessian_seed, loss_name=args.loss_name,
-                          batch_size=args.batch_size, bn_recalibrate=args.bn_recalibrate)
+                          batch_size=args.batch_size, bn_recalibrate=args.bn_recalibrate,
+                          # The set is held on the device unless --data_mode says otherwise (each point passes over
+                          # it many times); auto streams only a set larger than --memory_budget.
+                          data_mode=getattr(args, "data_mode", "memory"),
+                          memory_budget=None if getattr(args, "memory_budget", None) is None
+                          else int(args.memory_budget * 2**30),
+                          data_workers=getattr(args, "data_workers", 0))
     tag = f"eig-{args.eval_on}-{'all' if args.hessian_params == 'all' else 'dim2plus'}"
     plot = (lambda s: plot_eigen(s, ratio_max=args.ratio_max, show=args.show)) if args.plot else None
     return execute(args, request_from_args(args, surf_tag=tag), eigen=eigen, plot=plot)

@@ -4,6 +4,11 @@ spectral density by stochastic Lanczos quadrature and the non-convexity measures
 
     python plot_hessian_spectrum.py                                    # embedded default (digits_cnn)
     python plot_hessian_spectrum.py --model resnet56 --model_file model_300.t7 --cuda --params 'dim>1'
+    python plot_hessian_spectrum.py --model loss_landscape.examples.charlm:model --model_file charlm.pt \
+        --dataset loss_landscape.examples.charlm:dataset --loss_name token_crossentropy --data_split 20
+
+Any model, data and loss the surface commands take: a factory's inputs may be token ids, tuples or dicts, and
+the loss any of loss_landscape.losses (the mean is weighted by sample or by token) or pkg.module:fn.
 
 Writes <out>.json (numbers and provenance), <out>.h5 (eigenvectors, quadrature nodes and weights, trace
 estimates) and <out>_density.<format> (the density on a log scale). See doc/curvature.md.
@@ -21,7 +26,7 @@ from typing import Sequence
 from loss_landscape.cli import _common as argtypes
 from loss_landscape.curvature.hessian import PARAM_FILTERS
 from loss_landscape.errors import USER_ERRORS, CurvatureError
-from loss_landscape.evaluation import LOSSES
+from loss_landscape.losses import LOSSES
 
 FORMAT_VERSION = 1
 
@@ -33,16 +38,21 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--model", default="digits_cnn",
                    help="registry name, embedded name or pkg.module:factory (default: digits_cnn)")
     g.add_argument("--model_file", default=None,
-                   help="checkpoint; default: trained_nets/<model>/model_30.t7, trained first for an embedded model")
+                   help="checkpoint; default: trained_nets/<model>/model_30.t7, trained first for an embedded "
+                        "model; a pkg.module:factory model without one keeps its factory's weights")
     g.add_argument("--dataset", default=None, help="cifar10, digits or pkg.module:factory (default: the model's own)")
     g.add_argument("--datapath", default="cifar10/data", help="folder holding cifar-10-batches-py (default: cifar10/data)")
     g.add_argument("--raw_data", action="store_true", help="do not normalize the images (default: normalize)")
     g.add_argument("--data_split", type=argtypes.pos_int, default=1, help="split the evaluation set into K parts (default: 1)")
     g.add_argument("--split_idx", type=argtypes.nonneg_int, default=0, help="use part i of --data_split (default: 0)")
     g.add_argument("--eval_on", default="train", choices=("train", "test"), help="the set the loss is averaged over (default: train)")
+    g.add_argument("--eval_samples", type=argtypes.nonneg_int, default=0,
+                   help="a fixed, seeded subset of N samples of the set, taken before --data_split (default: 0, all)")
+    g.add_argument("--eval_seed", type=argtypes.nonneg_int, default=0, help="seed of the --eval_samples subset (default: 0)")
 
     g = p.add_argument_group("Hessian")
-    g.add_argument("--loss_name", default="crossentropy", choices=LOSSES, help="loss (default: crossentropy)")
+    g.add_argument("--loss_name", default="crossentropy", type=argtypes.loss_name, metavar="LOSS",
+                   help=f"{', '.join(LOSSES)}, or pkg.module:fn returning per-sample losses (default: crossentropy)")
     g.add_argument("--params", "--hessian_params", dest="params", default="all", choices=PARAM_FILTERS,
                    help="all parameters, or dim>1: conv/linear weights only, as the original (default: all)")
     g.add_argument("--batch_size", type=argtypes.pos_int, default=None,
@@ -66,14 +76,21 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def _sanitize(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._+-" else "_" for c in text)
+
+
 def default_out(model_file: str, eval_on: str, *, params: str, loss_name: str, data_split: int, split_idx: int,
-                raw_data: bool) -> str:
-    """``<model_file>_hessian_<eval_on>``, with a suffix for each setting that changes H."""
+                raw_data: bool, eval_samples: int = 0, eval_seed: int = 0) -> str:
+    """``<model_file>_hessian_<eval_on>``, with a suffix for each setting that changes H (a ``pkg.module:fn``
+    loss by its function's name)."""
     parts = [f"{model_file}_hessian_{eval_on}"]
     if params != "all":
         parts.append("weights")
     if loss_name != "crossentropy":
-        parts.append(loss_name)
+        parts.append(_sanitize(loss_name.rpartition(":")[2]))
+    if eval_samples:
+        parts.append(f"n{eval_samples}" + (f"s{eval_seed}" if eval_seed else ""))
     if data_split > 1:
         parts.append(f"part{split_idx}of{data_split}")
     if raw_data:
@@ -102,7 +119,6 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from loss_landscape import curvature
-    from loss_landscape.evaluation import DeviceSplit
     from loss_landscape.surface.job import load_model_and_data
     from loss_landscape.version import code_version
 
@@ -114,15 +130,18 @@ def main(args: argparse.Namespace) -> int:
             raise CurvatureError(f"--khn_n must be > 0, got {args.khn_n}")
         loaded = load_model_and_data(model=args.model, model_file=args.model_file, dataset=args.dataset,
                                      datapath=args.datapath, raw_data=args.raw_data, data_split=args.data_split,
-                                     split_idx=args.split_idx, cuda=args.cuda)
+                                     split_idx=args.split_idx, eval_samples=args.eval_samples,
+                                     eval_seed=args.eval_seed, cuda=args.cuda)
         device, dataset, data, model = loaded.device, loaded.dataset, loaded.data, loaded.model
         model_file, sha = loaded.model_file, loaded.model_sha256
-        split = data.train if args.eval_on == "train" else data.test
-        dev_data = DeviceSplit.put(split.inputs, split.targets, device)
+        # Held on the device (a factory's Dataset is read once): every product passes over the whole set.
+        dev_data = curvature.hessian_data(data.train if args.eval_on == "train" else data.test, device)
         op = curvature.HessianOperator(model, dev_data, loss_name=args.loss_name, batch_size=args.batch_size,
                                        params=args.params, precision="fp32")
-        print(f"model {args.model} from {model_file}: H is {op.dim:,} x {op.dim:,} ({args.params}), "
-              f"{args.eval_on} set of {dataset}: {len(dev_data)} samples, {args.loss_name}, {device}")
+        weighed = "" if op.total_weight == len(dev_data) else f" ({op.total_weight:,.6g} in the weighted mean: tokens or values)"
+        print(f"model {args.model} from {model_file or 'its factory'}: H is {op.dim:,} x {op.dim:,} "
+              f"({args.params}), {args.eval_on} set of {dataset}: {len(dev_data)} samples{weighed}, "
+              f"{args.loss_name}, {device}")
 
         def timed(name, fn):
             start, before = time.perf_counter(), op.matvecs
@@ -142,14 +161,18 @@ def main(args: argparse.Namespace) -> int:
         slq = timed("slq_density", lambda: curvature.slq_density(
             op, runs=args.slq_runs, steps=args.slq_steps, seed=args.seed))
         lla = curvature.lla_criteria(slq, n=args.khn_n)
-        out = args.out or default_out(model_file, args.eval_on, params=args.params, loss_name=args.loss_name,
-                                      data_split=args.data_split, split_idx=args.split_idx, raw_data=args.raw_data)
+        out = args.out or default_out(model_file or _sanitize(args.model), args.eval_on, params=args.params,
+                                      loss_name=args.loss_name, data_split=args.data_split, split_idx=args.split_idx,
+                                      raw_data=args.raw_data, eval_samples=args.eval_samples,
+                                      eval_seed=args.eval_seed)
         record = {
             "format_version": FORMAT_VERSION, "code_version": code_version(), "model": args.model,
-            "model_file": os.path.abspath(model_file), "model_sha256": sha, "dataset": dataset,
+            "model_file": os.path.abspath(model_file) if model_file else "", "model_sha256": sha, "dataset": dataset,
             "datapath": args.datapath if dataset == "cifar10" else "", "raw_data": args.raw_data,
             "data_split": args.data_split, "split_idx": args.split_idx, "eval_on": args.eval_on,
-            "samples": len(dev_data), "loss_name": args.loss_name, "params": args.params,
+            "eval_samples": args.eval_samples, "eval_seed": args.eval_seed,
+            "samples": len(dev_data), "total_weight": op.total_weight, "loss_name": args.loss_name,
+            "params": args.params,
             "param_names": op.param_names, "dim": op.dim, "batch_size": op.batch_size, "device": str(device),
             "dtype": "float32", "seed": args.seed, "tol": args.tol, "maxiter": args.maxiter,
             "loss": loss, "grad_norm": float(grad.norm()),

@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Command: train a CIFAR-10 (or digits, or your own) classifier and save the checkpoints that the
-landscape commands read, with the original's flags and folder layout (see doc/training.md).
+"""Command: train a CIFAR-10 (or digits, or your own) classifier, or any model on any data with any loss (a
+language model on token ids with --loss_name token_crossentropy, a regression, a model that computes its own loss
+with model_loss), and save the checkpoints that the landscape commands read, with the original's flags and folder
+layout (see doc/training.md).
 
     python cifar10/main.py --model resnet56                      # trained_nets/resnet56_sgd_lr=0.1_...
     python cifar10/main.py --model digits_cnn --epochs 8 --save_epoch 2 --quiet
     python cifar10/main.py --model resnet56 --resume_model trained_nets/X/model_150.t7 \\
         --resume_opt trained_nets/X/opt_state_150.t7
+    python cifar10/main.py --model loss_landscape.examples.charlm:model --dataset loss_landscape.examples.charlm:dataset \\
+        --loss_name token_crossentropy --optimizer adam --lr 0.003 --weight_decay 0 --epochs 4 --batch_size 64
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")  # as loss_landscape.training.OPTIMIZERS, without importing torch
-LOSSES = ("crossentropy", "mse")
+# As loss_landscape.losses.LOSSES (the help's list; pkg.module:fn names are accepted too), without importing torch.
+LOSSES = ("crossentropy", "mse", "regression_mse", "regression_l1", "token_crossentropy", "model_loss")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argtypes.ArgumentParser(description="Train a classifier and save checkpoints for loss-landscape plots.",
+    p = argtypes.ArgumentParser(description="Train a model and save checkpoints for loss-landscape plots.",
                                 add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="vgg9",
@@ -32,9 +37,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="cifar10, digits or pkg.module:factory (default: the model's own, cifar10 otherwise)")
     g.add_argument("--datapath", default="cifar10/data", help="folder holding cifar-10-batches-py")
     g.add_argument("--raw_data", action="store_true", help="no mean/std normalization of the inputs")
-    g.add_argument("--noaug", action="store_true", help="no random crop and flip")
+    g.add_argument("--noaug", action="store_true", help="no random crop and flip (image data only; other inputs are "
+                                                         "never augmented)")
     g.add_argument("--label_corrupt_prob", type=argtypes.probability, default=0.0,
-                   help="fraction of training labels replaced by a different random class")
+                   help="fraction of training labels replaced by a different random class (class labels only)")
     g = p.add_argument_group("optimization")
     g.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="sgd uses Nesterov momentum")
     g.add_argument("--lr", type=argtypes.nonneg_float, default=0.1, help="initial learning rate")
@@ -44,7 +50,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=argtypes.nonneg_float, default=0.9, help="momentum (sgd, rmsprop)")
     g.add_argument("--batch_size", type=argtypes.pos_int, default=128, help="minibatch size")
     g.add_argument("--epochs", type=argtypes.pos_int, default=300, help="number of epochs")
-    g.add_argument("--loss_name", default="crossentropy", choices=LOSSES, help="training loss")
+    g.add_argument("--loss_name", default="crossentropy", type=argtypes.loss_name, metavar="LOSS",
+                   help=f"training loss: {', '.join(LOSSES)}, or pkg.module:fn returning per-sample losses")
     g.add_argument("--rand_seed", type=argtypes.nonneg_int, default=0,
                    help="seed of the initialization, label corruption, shuffling and augmentation")
     g = p.add_argument_group("checkpoints")
@@ -69,7 +76,10 @@ def main(args: argparse.Namespace) -> int:
             return 1
     # Imported here so that --help and argument errors answer at once.
     from loss_landscape.training import default_augmentation, init_model, save_folder_name, train
-    from loss_landscape.data import load_dataset
+    import dataclasses
+    import math
+
+    from loss_landscape.data import in_memory, load_dataset
     from loss_landscape.evaluation import pick_device
     from loss_landscape.models.loading import check_name, native_dataset
 
@@ -78,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
         dataset = args.dataset or native_dataset(args.model) or "cifar10"
         device = pick_device(args.cuda, local_rank=0)
         data = load_dataset(dataset, datapath=args.datapath, raw_data=args.raw_data)
+        # A factory's Dataset is read into memory once: training takes its batches in a shuffled order.
+        data = dataclasses.replace(data, train=in_memory(data.train), test=in_memory(data.test))
         folder = os.path.join(args.save, save_folder_name(
             model=args.model, optimizer=args.optimizer, lr=args.lr, lr_decay=args.lr_decay,
             batch_size=args.batch_size, weight_decay=args.weight_decay, momentum=args.momentum,
@@ -97,7 +109,9 @@ def main(args: argparse.Namespace) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"done: epoch {result.epoch}, test accuracy {result.test_acc:.2f}%, checkpoints in {result.save_folder}")
+    measured = (f"test loss {result.test_loss:.6g}" if math.isnan(result.test_acc)
+                else f"test accuracy {result.test_acc:.2f}%")
+    print(f"done: epoch {result.epoch}, {measured}, checkpoints in {result.save_folder}")
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Sequence
 
 from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
+from loss_landscape.cli.train import LOSSES  # the names, without importing torch
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -58,8 +59,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="evaluate every checkpoint on this split, shown beside the plot (default: none)")
     g.add_argument("--dataset", default=None, help="dataset of --eval_on (default: the model's own, cifar10 otherwise)")
     g.add_argument("--datapath", default="cifar10/data", help="folder holding cifar-10-batches-py")
-    g.add_argument("--loss_name", default="crossentropy", choices=("crossentropy", "mse"),
-                   help="loss of --eval_on (default: crossentropy)")
+    g.add_argument("--loss_name", default="crossentropy", type=argtypes.loss_name, metavar="LOSS",
+                   help=f"loss of --eval_on: {', '.join(LOSSES)} or pkg.module:fn (default: crossentropy)")
     g.add_argument("--batch_size", type=int, default=256, help="evaluation batch size (default: 256)")
     g.add_argument("--cuda", action="store_true", help="evaluate on the GPU (default: CPU)")
     g = p.add_argument_group("projection and plot")
@@ -126,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
             proj = project_trajectory(args.model, r.checkpoints, dirs, final=final, method=args.method,
                                       ignore=None if args.basis == "file" else ignore)
             metrics = None if split is None else evaluate_path(
-                args.model, r.checkpoints, split.inputs, split.targets, split=args.eval_on,
+                args.model, r.checkpoints, split, split=args.eval_on,
                 loss_name=args.loss_name, batch_size=args.batch_size, device=device)
             paths.append(RunPath(r.label, proj, metrics, r.model_folder))
         proj_file = args.proj_file or default_proj_file(dir_file, args.method)

@@ -3,7 +3,8 @@
 """
 
 from loss_landscape.models.loading import (known_models, native_dataset, check_name, build_model, file_sha256,
-                                           read_state_dict, load_weights, load_model, describe)
+                                           read_state_dict, load_weights, load_model, describe,
+                                           state_sha256)
 
 __all__ = ["known_models", "native_dataset", "check_name", "build_model", "file_sha256", "read_state_dict",
-           "load_weights", "load_model", "describe"]
+           "load_weights", "load_model", "describe", "state_sha256"]

@@ -75,6 +75,25 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def state_sha256(model: nn.Module) -> str:
+    """A checksum of a model's state dict (names, dtypes, shapes, values): what a surface file records in place of a
+    checkpoint's checksum for weights that come from memory or a factory, so that it resumes only for the same
+    weights."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:  # no numpy dtype: its bytes, tagged by torch's name
+            h.update(f"{name}bfloat16{tuple(t.shape)}".encode())
+            h.update(t.contiguous().view(torch.int16).numpy().tobytes())
+            continue
+        a = np.ascontiguousarray(t.numpy())
+        h.update(f"{name}{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """The state dict inside a checkpoint: ``{'state_dict': ...}`` (the original's ``.t7`` files),
     ``{'model': ...}``, or a bare state dict; ``module.`` prefixes of DataParallel are dropped.

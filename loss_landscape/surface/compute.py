@@ -29,13 +29,14 @@ from torch import nn
 
 from loss_landscape._util import rank_and_size
 from loss_landscape.data import EvalData
-from loss_landscape.evaluation import DeviceSplit, default_batch_size, evaluate, recalibrate_bn
+from loss_landscape.evaluation import Criterion, default_batch_size, evaluate_values, recalibrate_bn
+from loss_landscape.streaming import StreamSplit, place
 from loss_landscape.directions.spec import Directions
 from loss_landscape.directions.perturb import Perturber
 from loss_landscape.parallel import faults
 from loss_landscape.parallel.steps import everywhere, root_first
 from loss_landscape.parallel.scheduler import run_tasks
-from loss_landscape.surface.grid import Axis, Grid, Provenance, SurfaceJob
+from loss_landscape.surface.grid import Axis, Grid, Provenance, SurfaceJob, ValueGroup, value_groups
 from loss_landscape.surface.reader import Surface, read_surface
 from loss_landscape.surface.file import SurfaceFile
 
@@ -48,21 +49,41 @@ class EvalSettings:
 
     Attributes:
         eval_on: the sets to evaluate, ``("train",)``, ``("test",)`` or both.
-        loss_name: ``crossentropy`` or ``mse`` (the original's: softmax against one-hot).
+        loss_name: a loss of `loss_landscape.losses` (``crossentropy``, ``mse``: the original's softmax against
+            one-hot, ``regression_mse``, ``token_crossentropy``, ``model_loss``, ...) or ``pkg.module:fn``.
+        metrics: more values per point (`loss_landscape.metrics`: ``top5``, ``perplexity``, ``pkg.module:fn``), each
+            stored as ``<set>_<name>``.
         batch_size: images per forward pass; None picks one for the device.
         precision: ``fp32``, ``tf32`` or ``bf16``.
         bn_recalibrate: re-estimate BN statistics from this many training batches at each point (0: off).
         channels_last: NHWC images and weights (faster convolutions on CPUs and GPUs); None: on for 4-D data.
         compile: run the model through ``torch.compile``.
+        data_mode: ``memory`` (the sets are held on the device), ``stream`` (read from their Dataset at every
+            point) or ``auto`` (streams a set larger than `memory_budget`); the values are the same.
+        memory_budget: bytes of data a rank may hold on its device; None: half of what is free there.
+        data_workers: DataLoader workers of the streaming path (0: the rank reads).
     """
 
     eval_on: tuple[str, ...] = ("train",)
     loss_name: str = "crossentropy"
+    metrics: tuple[str, ...] = ()
     batch_size: Optional[int] = None
     precision: str = "fp32"
     bn_recalibrate: int = 0
     channels_last: Optional[bool] = None
     compile: bool = False
+    data_mode: str = "auto"
+    memory_budget: Optional[int] = None
+    data_workers: int = 0
+
+    def criterion(self) -> Criterion:
+        return Criterion.of(self.loss_name, self.metrics)
+
+    def groups(self, criterion: Optional[Criterion] = None) -> tuple[ValueGroup, ...]:
+        """The value groups these settings fill (`surface.grid.value_groups`)."""
+        c = criterion or self.criterion()
+        return value_groups(self.eval_on, accuracy=c.loss.accuracy is not None,
+                            metrics=tuple((m.name, m.spec) for m in c.metrics))
 
 
 class GridEvaluator:
@@ -94,23 +115,27 @@ class GridEvaluator:
 class PointEvaluator(GridEvaluator):
     """Evaluates chunks of grid points on one device; one instance per rank.
 
-    A chunk is a list of (flat index, groups) and the result a list of (flat index, {group: (loss, acc)}),
-    so a later implementation may evaluate several points of a chunk in one batched pass.
+    A chunk is a list of (flat index, group names) and the result a list of (flat index, {group: values}), each
+    set evaluated once per point for all its groups, so a later implementation may evaluate several points of a
+    chunk in one batched pass. `data_modes` says how each set is held (``memory`` or ``stream``).
     """
 
     def __init__(self, model: nn.Module, data: EvalData, directions: Directions, dir_type: str, grid: Grid,
                  settings: EvalSettings, device: torch.device):
-        sample = data.train.inputs if len(data.train) else data.test.inputs
-        self.channels_last = settings.channels_last if settings.channels_last is not None else sample.dim() == 4
+        self.channels_last = settings.channels_last if settings.channels_last is not None else _is_images(data)
         super().__init__(model, directions, dir_type, grid, device, batch_size=settings.batch_size,
                          channels_last=self.channels_last)
         self.settings = settings
+        self.criterion = settings.criterion()
+        self.groups = {g.name: g for g in settings.groups(self.criterion)}
         need_train = "train" in settings.eval_on or settings.bn_recalibrate > 0
-        self.splits = {}
-        if need_train:
-            self.splits["train"] = DeviceSplit.put(data.train.inputs, data.train.targets, device, self.channels_last)
-        if "test" in settings.eval_on:
-            self.splits["test"] = DeviceSplit.put(data.test.inputs, data.test.targets, device, self.channels_last)
+        self.splits, self.data_modes = {}, {}
+        for name, split in (("train", data.train), ("test", data.test)):
+            if name == "train" and need_train or name == "test" and "test" in settings.eval_on:
+                self.splits[name] = place(split, device, mode=settings.data_mode, budget=settings.memory_budget,
+                                          channels_last=self.channels_last, batch_size=self.batch_size,
+                                          workers=settings.data_workers)
+                self.data_modes[name] = "stream" if isinstance(self.splits[name], StreamSplit) else "memory"
         self.forward: Callable = torch.compile(self.model) if settings.compile else self.model
 
     def __call__(self, chunk: Sequence[tuple[int, Sequence[str]]]) -> list[tuple[int, dict]]:
@@ -118,20 +143,31 @@ class PointEvaluator(GridEvaluator):
         for flat, groups in chunk:
             self.perturber.set_point_(self.grid.coords(flat))
             if self.settings.bn_recalibrate > 0:
-                recalibrate_bn(self.model, self.splits["train"].inputs, batches=self.settings.bn_recalibrate,
+                recalibrate_bn(self.model, self.splits["train"], batches=self.settings.bn_recalibrate,
                                batch_size=self.batch_size, precision=self.settings.precision)
+            by_split: dict[str, dict[str, float]] = {}
             values = {}
-            for g in groups:
-                values[g] = evaluate(self.forward, self.splits[g], loss_name=self.settings.loss_name,
-                                     batch_size=self.batch_size, precision=self.settings.precision)
+            for name in groups:
+                g = self.groups[name]
+                if g.split not in by_split:
+                    by_split[g.split] = evaluate_values(self.forward, self.splits[g.split], self.criterion,
+                                                        batch_size=self.batch_size, precision=self.settings.precision)
+                values[name] = tuple(by_split[g.split][q] for q in g.quantities)
             out.append((flat, values))
         return out
+
+
+def _is_images(data: EvalData) -> bool:
+    """Whether the sets hold 4-D image tensors (channels_last pays off for them)."""
+    split = data.train if len(data.train) else data.test
+    inputs = getattr(split, "inputs", None)
+    return isinstance(inputs, torch.Tensor) and inputs.dim() == 4
 
 
 def compute_surface(model: nn.Module, data: EvalData, directions: Directions, grid: Grid, surf_file: str, *,
                     model_name: str, model_sha256: str = "", model_file: str = "", dir_file: str = "",
                     settings: EvalSettings = EvalSettings(), data_split: int = 1, split_idx: int = 0,
-                    device: torch.device | str = "cpu", comm: Any = None, flush_every: float = 5.0,
+                    eval_samples: int = 0, eval_seed: int = 0, device: torch.device | str = "cpu", comm: Any = None, flush_every: float = 5.0,
                     chunk_size: Optional[int] = None,
                     progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
                     log: Callable[[str], None] = lambda line: None) -> Optional[Surface]:
@@ -149,6 +185,8 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
             are part of the job a reopened file must match.
         settings: evaluation settings.
         data_split, split_idx: which part of the data `data` is (recorded, part of the job).
+        eval_samples, eval_seed: `data` is the seeded subset of that many samples of each set (`data.take_samples`;
+            0: all; recorded, part of the job).
         device: where this rank evaluates.
         comm: mpi4py communicator or None.
         flush_every: seconds between crash-safe flushes.
@@ -169,13 +207,18 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
                      model=model_name, model_sha256=model_sha256, dataset=data.name, data_split=data_split,
                      split_idx=split_idx, raw_data=bool(data.info.get("raw_data", False)),
                      loss_name=settings.loss_name, precision=settings.precision,
+                     eval_samples=eval_samples, eval_seed=eval_seed if eval_samples else 0,
                      **SurfaceJob.bn_fields(settings.bn_recalibrate, settings.batch_size or default_batch_size(device),
                                             len(data.train)))
     evaluator = build_evaluator(comm, lambda: PointEvaluator(model, data, directions, directions.spec.dir_type, grid,
                                                              settings, device), log=log)
+    extra = {f"data.{k}": v for k, v in data.info.items()}
+    extra.update({f"data.mode_{k}": v for k, v in evaluator.data_modes.items()})
+    if settings.memory_budget is not None:
+        extra["data.memory_budget"] = int(settings.memory_budget)
     prov = Provenance(dir_file=dir_file, model_file=model_file, world_size=world, batch_size=evaluator.batch_size,
-                      device=str(device), extra={f"data.{k}": v for k, v in data.info.items()})
-    return fill_surface(evaluator, job, settings.eval_on, surf_file, provenance=prov, comm=comm,
+                      device=str(device), extra=extra)
+    return fill_surface(evaluator, job, list(evaluator.groups.values()), surf_file, provenance=prov, comm=comm,
                         flush_every=flush_every, chunk_size=chunk_size, progress=progress, log=log)
 
 
@@ -191,7 +234,7 @@ def build_evaluator(comm: Any, make: Callable[[], Any], *, log: Callable[[str], 
     return everywhere(comm, _make, log=log)
 
 
-def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str], surf_file: str, *, provenance: Provenance,
+def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str | ValueGroup], surf_file: str, *, provenance: Provenance,
                  comm: Any = None, flush_every: float = 5.0, chunk_size: Optional[int] = None,
                  progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
                  log: Callable[[str], None] = lambda line: None) -> Optional[Surface]:
@@ -201,7 +244,8 @@ def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str], surf_fi
         evaluator: a callable chunk -> results, as `PointEvaluator`, with a ``restore()`` method that puts
             the centre model back.
         job: what the file holds (a reopened file must match it).
-        groups: the value groups to fill (``train``, ``test``, ``eig``; see `surface.grid.GROUP_DATASETS`).
+        groups: the value groups to fill: `ValueGroup`s, or names of the fixed ones (``train``, ``test``, ``eig``;
+            see `surface.grid.GROUP_DATASETS`).
         surf_file, comm, flush_every, chunk_size, progress, log: as in `compute_surface`.
         provenance: recorded in the file.
 
@@ -209,9 +253,10 @@ def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str], surf_fi
         The surface read back (rank 0), or None on the other ranks.
     """
     rank = rank_and_size(comm)[0]
+    names = [g if isinstance(g, str) else g.name for g in groups]
     surf = root_first(comm, lambda: SurfaceFile.open(surf_file, job, groups, provenance))
     try:
-        tasks = surf.pending(groups) if rank == 0 else None
+        tasks = surf.pending(names) if rank == 0 else None
         callback = None
         if rank == 0 and progress is not None:
             callback = progress(job.grid.size - len(tasks), job.grid.size)

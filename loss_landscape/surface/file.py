@@ -10,7 +10,10 @@ Schema (format_version 1), readable by the original tool's scripts:
 - ``max_eig``, ``min_eig`` (written by ``plot_hessian_eigen.py`` instead of the losses): the largest and
   smallest eigenvalue of the Hessian of the mean loss at each point; same shapes, float64.
 - ``train_done``, ``test_done``, ``eig_done``: uint8 masks, 1 where the point's values are written. There
-  is no sentinel: a loss of 0 or NaN is a real value; unwritten points hold NaN.
+  is no sentinel: a loss of 0 or NaN is a real value; unwritten points hold NaN. Each mask's ``datasets``
+  attribute lists the values it covers (``train_loss`` alone for a loss without accuracy).
+- ``<set>_<metric>`` with ``<set>_<metric>_done`` (``train_top5``, ``test_perplexity``): one per ``--metric``;
+  the mask's ``metric`` attribute records what computed it (``top5``, ``pkg.module:fn``).
 - ``dir_file``: the direction file's path (scalar string, as in the original).
 - root attributes: ``format``, ``format_version``, the job (grid, direction checksum, model and
   its checksum, dataset and split, loss, precision, BN recalibration: batches, batch size and sample
@@ -37,7 +40,8 @@ import numpy as np
 from loss_landscape.errors import SurfaceError
 from loss_landscape.surface.storage import h5_reason, open_hdf5, remove_stale_temp_files, replace_with
 from loss_landscape.version import code_version
-from loss_landscape.surface.grid import FORMAT, FORMAT_VERSION, GROUPS, GROUP_DATASETS, Grid, MAX_RUNS, Provenance, SurfaceJob, _BN_FIELDS, _num
+from loss_landscape.surface.grid import (FORMAT, FORMAT_VERSION, GROUP_DATASETS, GROUPS, MAX_RUNS, Grid, Provenance,
+                                         SurfaceJob, ValueGroup, _BN_FIELDS, _num)
 
 
 def _show(v) -> str:
@@ -104,30 +108,56 @@ def _legacy_bn(found: dict, wanted: dict, f: h5py.File) -> None:
     found["bn_samples"] = wanted["bn_samples"]  # not recorded; equal whenever batches and batch size are
 
 
-def _group_state(f: h5py.File, group: str, grid: Grid) -> str:
+def file_groups(f: h5py.File) -> dict[str, tuple[str, ...]]:
+    """{group: its value datasets} of every done mask in `f`: from the mask's ``datasets`` attribute, or the fixed
+    groups of files made before it (`GROUP_DATASETS`)."""
+    out = {}
+    for name in f:
+        if not name.endswith("_done") or not isinstance(f[name], h5py.Dataset):
+            continue
+        group = name[: -len("_done")]
+        listed = f[name].attrs.get("datasets")
+        if listed is not None:
+            try:
+                out[group] = tuple(json.loads(listed))
+            except (TypeError, ValueError):
+                out[group] = ()
+        elif group in GROUP_DATASETS:
+            out[group] = GROUP_DATASETS[group]
+    return out
+
+
+def _group_state(f: h5py.File, group: str, datasets: tuple[str, ...], grid: Grid) -> str:
     """``complete`` (values and mask of the grid's shape), ``absent``, or ``broken`` (half made by an older
     version killed while adding it, or otherwise unusable: dropped and made again)."""
-    names = (*GROUP_DATASETS[group], f"{group}_done")
+    names = (*datasets, f"{group}_done")
     present = [n for n in names if n in f]
     if not present:
         return "absent"
-    ok = len(present) == len(names) and all(isinstance(f[n], h5py.Dataset) and f[n].shape == grid.shape
-                                            for n in names)
+    ok = bool(datasets) and len(present) == len(names) and all(isinstance(f[n], h5py.Dataset)
+                                                              and f[n].shape == grid.shape for n in names)
     return "complete" if ok else "broken"
 
 
-def _values_dataset(f: h5py.File, name: str, data: np.ndarray, dtype: str) -> None:
+def _values_dataset(f: h5py.File, name: str, data: np.ndarray, dtype: str) -> h5py.Dataset:
     # Contiguous and written now, so its storage is allocated: later writes touch only its raw data.
-    f.create_dataset(name, data=np.ascontiguousarray(data, dtype=dtype), dtype=dtype, track_times=False)
+    return f.create_dataset(name, data=np.ascontiguousarray(data, dtype=dtype), dtype=dtype, track_times=False)
 
 
-def _add_group(f: h5py.File, group: str, grid: Grid) -> None:
-    for name in GROUP_DATASETS[group]:
+def _mask(f: h5py.File, group: str, datasets: tuple[str, ...], done: np.ndarray, metric: str = "") -> None:
+    d = _values_dataset(f, f"{group}_done", done, "u1")
+    d.attrs["datasets"] = json.dumps(list(datasets))
+    if metric:
+        d.attrs["metric"] = metric
+
+
+def _add_group(f: h5py.File, group: ValueGroup, grid: Grid) -> None:
+    for name in group.datasets:
         _values_dataset(f, name, np.full(grid.shape, np.nan), "f8")
-    _values_dataset(f, f"{group}_done", np.zeros(grid.shape), "u1")
+    _mask(f, group.name, group.datasets, np.zeros(grid.shape), group.metric)
 
 
-def _new_version(new: h5py.File, old: Optional[h5py.File], job: SurfaceJob, groups: list[str],
+def _new_version(new: h5py.File, old: Optional[h5py.File], job: SurfaceJob, groups: list[ValueGroup],
                  provenance: Provenance) -> list[str]:
     """Fills `new` with `old`'s contents (or a fresh file's), the job's attributes, the groups asked for and
     one more run in the history. Returns the groups that were broken and are dropped or made again."""
@@ -150,22 +180,26 @@ def _new_version(new: h5py.File, old: Optional[h5py.File], job: SurfaceJob, grou
     else:
         for key, value in old.attrs.items():
             new.attrs[key] = value
-        in_groups = {n for g in GROUPS for n in (*GROUP_DATASETS[g], f"{g}_done")}
+        had = file_groups(old)
+        for g in GROUPS:  # half-made fixed groups of older versions, without their mask
+            if g not in had and any(n in old for n in GROUP_DATASETS[g]):
+                had[g] = GROUP_DATASETS[g]
+        in_groups = {n for g, names in had.items() for n in (*names, f"{g}_done")}
         for name in old:
             if name not in in_groups:
                 old.copy(old[name], new, name=name)
-        for g in GROUPS:
-            state = _group_state(old, g, job.grid)
+        for g, names in had.items():
+            state = _group_state(old, g, names, job.grid)
             if state == "broken":
                 broken.append(g)
             elif state == "complete":
-                for name in GROUP_DATASETS[g]:
+                for name in names:
                     _values_dataset(new, name, old[name][()], "f8")
-                _values_dataset(new, f"{g}_done", old[f"{g}_done"][()], "u1")
+                _mask(new, g, names, old[f"{g}_done"][()], str(old[f"{g}_done"].attrs.get("metric", "")))
     for key, value in job.attrs().items():  # exact grid text; fields recorded since the file was made
         new.attrs[key] = value
     for g in groups:
-        if f"{g}_done" not in new:
+        if f"{g.name}_done" not in new:
             _add_group(new, g, job.grid)
     run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "world_size": provenance.world_size,
            "batch_size": provenance.batch_size, "device": provenance.device, "code_version": code_version()}
@@ -194,25 +228,26 @@ class SurfaceFile:
         self.job = job
         self.repaired = tuple(repaired)  # groups found half made (older versions) and made again
         self._buffer: dict[int, dict[str, tuple[float, ...]]] = {}
-        groups = [g for g in GROUPS if f"{g}_done" in handle]
+        self._datasets = file_groups(handle)
         # In-memory copies of what is on disk (one writer), so a flush writes whole blocks of rows.
-        self._done = {g: np.asarray(handle[f"{g}_done"][()]).astype(bool) for g in groups}
-        self._values = {n: np.array(handle[n][()], dtype=float) for g in groups for n in GROUP_DATASETS[g]}
+        self._done = {g: np.asarray(handle[f"{g}_done"][()]).astype(bool) for g in self._datasets}
+        self._values = {n: np.array(handle[n][()], dtype=float) for names in self._datasets.values() for n in names}
 
     # -- opening ------------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str, job: SurfaceJob, groups: Iterable[str], provenance: Provenance) -> "SurfaceFile":
+    def open(cls, path: str, job: SurfaceJob, groups: Iterable[str | ValueGroup],
+             provenance: Provenance) -> "SurfaceFile":
         """Creates the file, or reopens it to resume the same job (refusing a different one).
 
         Each open writes a new version of the file atomically (adding groups, recording the run);
         a file of another program, a damaged one or one of another job is refused with one line and
-        left unchanged.
+        left unchanged. `groups` are `ValueGroup`s or the names of the fixed ones (`GROUP_DATASETS`).
         """
-        groups = list(groups)
-        bad = [g for g in groups if g not in GROUPS]
+        bad = [g for g in groups if isinstance(g, str) and g not in GROUPS]
         if bad:
             raise SurfaceError(f"unknown value group {bad[0]!r}: expected one of {', '.join(GROUPS)}")
+        groups = [ValueGroup.named(g) if isinstance(g, str) else g for g in groups]
         target = os.path.realpath(path)  # through a link, replace the file it points at
         folder = os.path.dirname(target)
         if not os.path.isdir(folder):
@@ -226,6 +261,7 @@ class SurfaceFile:
             with open_hdf5(path, writing=True) as old:
                 try:
                     cls._check_job(path, old, job)
+                    cls._check_groups(path, old, groups)
                 except (OSError, KeyError, RuntimeError) as e:
                     raise SurfaceError(f"{path} is a damaged surface file ({h5_reason(e)}): delete it or move "
                                        f"it away to start over (it was left unchanged)") from None
@@ -274,6 +310,22 @@ class SurfaceFile:
             raise SurfaceError(f"{path} holds a different job ({'; '.join(diffs)}): use another --surf_file "
                                f"or delete it to start over")
 
+    @staticmethod
+    def _check_groups(path: str, f: h5py.File, groups: list[ValueGroup]) -> None:
+        """A group already in the file must hold the same datasets, and a metric the same spec."""
+        had = file_groups(f)
+        for g in groups:
+            if g.name not in had:
+                continue
+            if had[g.name] != g.datasets:
+                raise SurfaceError(f"{path} holds {g.name} as {', '.join(had[g.name])}, not {', '.join(g.datasets)}: "
+                                   f"use another --surf_file")
+            spec = f[f"{g.name}_done"].attrs.get("metric", "")
+            spec = spec.decode() if isinstance(spec, bytes) else str(spec)
+            if g.metric and spec != g.metric:
+                raise SurfaceError(f"{path} holds {g.datasets[0]} of metric {spec!r}, not {g.metric!r}: name this one "
+                                   f"otherwise (NAME=pkg.module:fn) or use another --surf_file")
+
     # -- progress -----------------------------------------------------------------------------------------
 
     def pending(self, groups: Iterable[str]) -> list[tuple[int, tuple[str, ...]]]:
@@ -294,7 +346,7 @@ class SurfaceFile:
 
     def write(self, flat: int, values: dict[str, tuple[float, ...]]) -> None:
         """Buffers the values of each group for point `flat` (``{"train": (loss, acc)}``,
-        ``{"eig": (max_eig, min_eig)}``, in `GROUP_DATASETS` order); on disk after the next `flush`."""
+        ``{"eig": (max_eig, min_eig)}``, in the group's dataset order); on disk after the next `flush`."""
         self._buffer.setdefault(int(flat), {}).update(values)
 
     def flush(self) -> int:
@@ -306,11 +358,11 @@ class SurfaceFile:
         for flat, values in items:
             idx = self.job.grid.index(flat)
             for g, vals in values.items():
-                for name, v in zip(GROUP_DATASETS[g], vals, strict=True):
+                for name, v in zip(self._datasets[g], vals, strict=True):
                     self._values[name][idx] = v
                 rows.setdefault(g, []).append(idx[0])
         for g, touched in rows.items():
-            for name in GROUP_DATASETS[g]:
+            for name in self._datasets[g]:
                 self._write_rows(name, self._values[name], touched)
         self._f.flush()
         self._fsync()

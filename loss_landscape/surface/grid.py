@@ -13,10 +13,59 @@ import numpy as np
 
 FORMAT = "loss-landscape surface"
 FORMAT_VERSION = 1
-# Each group of values is written together and has one done mask, ``<group>_done``.
+# Each group of values is written together and has one done mask, ``<group>_done``, whose ``datasets`` attribute
+# lists them. These are the groups of files made before that attribute (and of classification losses).
 GROUP_DATASETS = {"train": ("train_loss", "train_acc"), "test": ("test_loss", "test_acc"),
                   "eig": ("max_eig", "min_eig")}
 GROUPS = tuple(GROUP_DATASETS)
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class ValueGroup:
+    """Values written together, with one done mask ``<name>_done``.
+
+    Attributes:
+        name: ``train``/``test`` (the loss, and the accuracy where the loss has one), ``<split>_<metric>`` (one
+            metric), or ``eig`` (the eigenvalue maps).
+        datasets: the value datasets, in the order the evaluator returns them.
+        split: the evaluation set (``train``/``test``); empty for ``eig``.
+        quantities: what `evaluation.evaluate_values` calls each dataset's value (``loss``, ``acc``, a metric).
+        metric: the metric's spec (``top5``, ``pkg.module:fn``), recorded on the done mask; a file refuses the same
+            name for another spec.
+    """
+
+    name: str
+    datasets: tuple[str, ...]
+    split: str = ""
+    quantities: tuple[str, ...] = ()
+    metric: str = ""
+
+    @classmethod
+    def named(cls, name: str) -> "ValueGroup":
+        """One of the fixed groups (`GROUP_DATASETS`)."""
+        split = name if name in SPLITS else ""
+        return cls(name, GROUP_DATASETS[name], split, ("loss", "acc") if split else ())
+
+
+def value_groups(eval_on: tuple[str, ...], *, accuracy: bool = True,
+                 metrics: tuple[tuple[str, str], ...] = ()) -> tuple[ValueGroup, ...]:
+    """The groups a surface of the sets `eval_on` holds: per set, its loss (and accuracy, where the loss has one)
+    and one group per metric (name, spec).
+
+    Example:
+        >>> [g.name for g in value_groups(("train",), metrics=(("top5", "top5"),))]
+        ['train', 'train_top5']
+        >>> value_groups(("test",), accuracy=False)[0].datasets
+        ('test_loss',)
+    """
+    out = []
+    for split in eval_on:
+        quantities = ("loss", "acc") if accuracy else ("loss",)
+        out.append(ValueGroup(split, tuple(f"{split}_{q}" for q in quantities), split, quantities))
+        for name, spec in metrics:
+            out.append(ValueGroup(f"{split}_{name}", (f"{split}_{name}",), split, (name,), spec))
+    return tuple(out)
 MAX_RUNS = 200  # entries of the run history kept (an HDF5 attribute holds at most 64 kB)
 _BN_FIELDS = ("bn_recalibrate", "bn_batch_size", "bn_samples")
 
@@ -137,6 +186,8 @@ class SurfaceJob:
     bn_recalibrate: int = 0
     bn_batch_size: int = 0
     bn_samples: int = 0
+    eval_samples: int = 0  # a fixed subset of this many samples of each set (0: all), chosen by eval_seed
+    eval_seed: int = 0
     hessian: str = ""  # eigenvalue maps: how the eigenvalues are computed (set, parameters, tolerance)
 
     @staticmethod

@@ -20,7 +20,7 @@ from loss_landscape.models import digits as embedded
 from loss_landscape.parallel import faults
 from loss_landscape.models import loading as models
 from loss_landscape.errors import DataError
-from loss_landscape.data import EvalData, load_dataset, take_part
+from loss_landscape.data import EvalData, in_memory, load_dataset, take_part, take_samples
 from loss_landscape.evaluation import DeviceSplit, pick_device
 from loss_landscape.surface.compute import EvalSettings, compute_surface
 from loss_landscape.directions.spec import ADAMEQ, DirectionSpec, Directions
@@ -54,15 +54,19 @@ class PreparedJob:
     @property
     def settings(self) -> EvalSettings:
         r = self.request
-        return EvalSettings(eval_on=r.eval_on, loss_name=r.loss_name, batch_size=r.batch_size,
-                            precision=r.precision, bn_recalibrate=r.bn_recalibrate, channels_last=r.channels_last,
-                            compile=r.compile)
+        return EvalSettings(eval_on=r.eval_on, loss_name=r.loss_name, metrics=tuple(r.metrics),
+                            batch_size=r.batch_size, precision=r.precision, bn_recalibrate=r.bn_recalibrate,
+                            channels_last=r.channels_last, compile=r.compile, data_mode=r.data_mode,
+                            memory_budget=None if r.memory_budget is None else int(r.memory_budget * 2**30),
+                            data_workers=r.data_workers)
 
     def summary(self, surface: Surface) -> list[str]:
-        """Human-readable lines: the centre value and the extremes of each computed loss."""
+        """Human-readable lines: the centre value and the extremes of each computed loss and metric."""
         lines = []
+        eig = ("max_eig", "min_eig", "eig_ratio")
         names = sorted(k for k in surface.values if k.endswith("_loss"))
-        names += [k for k in ("max_eig", "min_eig", "eig_ratio") if k in surface.values]
+        names += sorted(k for k in surface.values if not k.endswith(("_loss", "_acc")) and k not in eig)
+        names += [k for k in eig if k in surface.values]
         for name in names:
             z = surface.values[name]
             acc = surface.values.get(name[:-len("_loss")] + "_acc") if name.endswith("_loss") else None
@@ -100,7 +104,9 @@ def default_surf_file(dir_file: str, dataset: str, grid: Grid, req: SurfaceReque
     if grid.y is not None:
         parts.append("y" + str(grid.y).replace(":", "_"))
     if req.loss_name != "crossentropy":
-        parts.append(req.loss_name)
+        parts.append(_sanitize(req.loss_name.rpartition(":")[2]))
+    if req.eval_samples:
+        parts.append(f"n{req.eval_samples}" + (f"s{req.eval_seed}" if req.eval_seed else ""))
     if req.data_split > 1:
         parts.append(f"part{req.split_idx}of{req.data_split}")
     if req.raw_data:
@@ -184,13 +190,16 @@ class LoadedModel:
 
 
 def load_model_and_data(*, model: str, model_file: Optional[str], dataset: Optional[str], datapath: str,
-                        raw_data: bool = False, data_split: int = 1, split_idx: int = 0, cuda: bool = False,
-                        comm: Any = None, log: Callable[..., None] = print) -> LoadedModel:
-    """The device, the data (part `split_idx` of `data_split`), and the model loaded from `model_file`.
+                        raw_data: bool = False, data_split: int = 1, split_idx: int = 0, eval_samples: int = 0,
+                        eval_seed: int = 0, cuda: bool = False, comm: Any = None,
+                        log: Callable[..., None] = print) -> LoadedModel:
+    """The device, the data (the seeded subset of `eval_samples` samples of each set, then part `split_idx` of
+    `data_split`), and the model loaded from `model_file`.
 
     With no `model_file` an embedded model is trained first (on the whole training set, so every command
-    and every data part shares one checkpoint, ``trained_nets/<model>/model_30.t7``). Rank 0 alone
-    downloads and trains; failures stop all ranks with one message.
+    and every data part shares one checkpoint, ``trained_nets/<model>/model_30.t7``), and a
+    ``pkg.module:factory`` model keeps the weights its factory gives (recorded by their SHA-256; every rank must
+    get the same). Rank 0 alone downloads and trains; failures stop all ranks with one message.
     """
     models.check_name(model)
     device = everywhere(comm, lambda: pick_device(cuda))
@@ -201,17 +210,24 @@ def load_model_and_data(*, model: str, model_file: Optional[str], dataset: Optio
 
     def _load(download: bool) -> tuple[EvalData, EvalData]:
         full = load_dataset(dataset, datapath=datapath, raw_data=raw_data, download=download)
-        if data_split == 1:
+        if data_split == 1 and not eval_samples:
             return full, full
-        return full, EvalData(full.name, take_part(full.train, data_split, split_idx),
-                              take_part(full.test, data_split, split_idx), full.num_classes, full.info)
+        train = take_part(take_samples(full.train, eval_samples, eval_seed), data_split, split_idx)
+        test = take_part(take_samples(full.test, eval_samples, eval_seed), data_split, split_idx)
+        info = dict(full.info)
+        if eval_samples:
+            info.update(eval_samples=eval_samples, eval_seed=eval_seed)
+        return full, EvalData(full.name, train, test, full.num_classes, info)
 
     rank = rank_and_size(comm)[0]
     root_data = root_first(comm, lambda: _load(download=True))  # rank 0 alone may download
     full, data = everywhere(comm, lambda: root_data if rank == 0 else _load(download=False))
     log(f"data: {dataset}, {len(data.train)} train and {len(data.test)} test examples"
+        + (f" (a seeded subset of {eval_samples} of each set, seed {eval_seed})" if eval_samples else "")
         + (f" (part {split_idx} of {data_split})" if data_split > 1 else ""))
 
+    if model_file is None and ":" in model:
+        return _factory_weights(model, device, dataset, data, comm, log)
     if model_file is None:
         if model not in embedded.list_models():
             raise models.ModelError(f"--model_file is required for --model {model} (only the embedded "
@@ -229,11 +245,25 @@ def load_model_and_data(*, model: str, model_file: Optional[str], dataset: Optio
     return LoadedModel(device, dataset, data, net, model_file, sha)
 
 
+def _factory_weights(model: str, device: torch.device, dataset: str, data: EvalData, comm: Any,
+                     log: Callable[..., None]) -> LoadedModel:
+    net = everywhere(comm, lambda: models.build_model(model, num_classes=data.num_classes).eval(), log=log)
+    sha = models.state_sha256(net)
+    shas = [sha] if comm is None else comm.allgather(sha)
+    if len(set(shas)) > 1:
+        raise models.ModelError(f"--model {model} gives different weights on different ranks: seed the factory "
+                                f"(torch.manual_seed) or save its weights and pass them with --model_file")
+    log(f"model: {model}, the factory's own weights (no --model_file; state SHA-256 {sha[:12]}), "
+        f"{models.describe(net)['parameters']:,} parameters")
+    return LoadedModel(device, dataset, data, net, "", sha)
+
+
 def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] = print) -> PreparedJob:
     """Resolves a request on every rank: device, data, model, directions and file names."""
     loaded = load_model_and_data(model=req.model, model_file=req.model_file, dataset=req.dataset,
                                  datapath=req.datapath, raw_data=req.raw_data, data_split=req.data_split,
-                                 split_idx=req.split_idx, cuda=req.cuda, comm=comm, log=log)
+                                 split_idx=req.split_idx, eval_samples=req.eval_samples, eval_seed=req.eval_seed,
+                                 cuda=req.cuda, comm=comm, log=log)
     device, data, model = loaded.device, loaded.data, loaded.model
     model_file, model_sha = loaded.model_file, loaded.model_sha256
     dataset = loaded.dataset
@@ -258,7 +288,8 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
     if spec.kind == "target":
         spec = replace(spec, xnorm="", xignore="", ynorm="" if req.model_file3 else req.ynorm,
                        yignore="" if req.model_file3 else req.yignore)
-    dir_file = req.dir_file or default_dir_file(spec)
+    # A factory's own weights have no file to name the directions after: the factory names them.
+    dir_file = req.dir_file or default_dir_file(spec if model_file else replace(spec, model_file=_sanitize(req.model)))
     # A default-named file must hold exactly `spec`'s directions; a named one, what the flags given ask.
     asked = None
     if req.dir_file is not None:
@@ -269,7 +300,8 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
         m3 = models.load_model(req.model, req.model_file3, data.num_classes) if req.model_file3 else None
         hdata = None
         if spec.kind == "hessian" and not os.path.exists(dir_file):
-            hdata = DeviceSplit.put(data.train.inputs, data.train.targets, device)
+            train = in_memory(data.train)
+            hdata = DeviceSplit.put(train.inputs, train.targets, device, transform=train.transform)
             log(f"computing the top Hessian eigenvectors on {len(data.train)} train examples")
         d = setup_directions(dir_file, model, spec, model2=m2, model3=m3, hessian_data=hdata, asked=asked,
                              strict_model=req.dir_file is None, log=log)
@@ -317,7 +349,7 @@ def run(job: PreparedJob, *, comm: Any = None, progress: bool = True, log: Calla
             return compute_eigen_surface(job.model, job.data, job.directions, job.grid, job.surf_file,
                                          settings=eigen, **common)
         return compute_surface(job.model, job.data, job.directions, job.grid, job.surf_file, settings=job.settings,
-                               **common)
+                               eval_samples=job.request.eval_samples, eval_seed=job.request.eval_seed, **common)
     finally:
         if "bar" in bar_holder:
             bar_holder["bar"].close()

@@ -11,7 +11,8 @@ import numpy as np
 
 from loss_landscape.errors import SurfaceError
 from loss_landscape.surface.storage import h5_reason, open_hdf5
-from loss_landscape.surface.grid import FORMAT, GROUP_DATASETS
+from loss_landscape.surface.file import file_groups
+from loss_landscape.surface.grid import FORMAT
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -52,18 +53,23 @@ def read_surface(path: str) -> Surface:
             y = np.asarray(f["ycoordinates"][()], dtype=float) if "ycoordinates" in f else None
             ours = f.attrs.get("format") == FORMAT
             values = {}
-            group_of = {name: g for g, names in GROUP_DATASETS.items() for name in names}
-            for name in f:
-                if name.endswith(("_loss", "_acc", "_eig")) and isinstance(f[name], h5py.Dataset):
-                    arr = np.array(f[name][()], dtype=float)
-                    done = f"{group_of.get(name, name.split('_')[0])}_done"
-                    if ours and done not in f:
-                        continue  # half made by an older version killed while adding it: nothing computed
-                    if ours:
-                        arr[np.asarray(f[done][()]) == 0] = np.nan
-                    elif name.endswith(("_loss", "_acc")):
-                        arr[arr == -1] = np.nan  # the original's "not computed" (no loss or accuracy is -1)
-                    values[name] = arr
+            if ours:
+                # Every group's values, masked by its done flags (a group half made by an older version killed
+                # while adding it has no mask: nothing of it was computed).
+                for group, names in file_groups(f).items():
+                    done = np.asarray(f[f"{group}_done"][()]) == 0
+                    for name in names:
+                        if name in f and isinstance(f[name], h5py.Dataset) and f[name].shape == done.shape:
+                            arr = np.array(f[name][()], dtype=float)
+                            arr[done] = np.nan
+                            values[name] = arr
+            else:
+                for name in f:
+                    if name.endswith(("_loss", "_acc", "_eig")) and isinstance(f[name], h5py.Dataset):
+                        arr = np.array(f[name][()], dtype=float)
+                        if name.endswith(("_loss", "_acc")):
+                            arr[arr == -1] = np.nan  # the original's "not computed" (no loss or accuracy is -1)
+                        values[name] = arr
             if not ours and "max_eig" in values and "min_eig" in values:
                 unset = values["max_eig"] == -1  # the original's Hessian script starts max_eig at -1
                 values["max_eig"][unset] = np.nan

@@ -26,6 +26,11 @@ class SurfaceRequest:
     data_split: int = 1
     split_idx: int = 0
     eval_on: tuple[str, ...] = ("train",)
+    eval_samples: int = 0
+    eval_seed: int = 0
+    data_mode: str = "auto"
+    memory_budget: Optional[float] = None  # GiB
+    data_workers: int = 0
     # Direction settings: None is "not asked", which `with_direction_defaults` resolves (DIRECTION_DEFAULTS),
     # except that an explicit `dir_file` that exists is then taken as it is for that setting.
     dir_file: Optional[str] = None
@@ -43,6 +48,7 @@ class SurfaceRequest:
     cuda: bool = False
     batch_size: Optional[int] = None
     loss_name: str = "crossentropy"
+    metrics: tuple[str, ...] = ()
     precision: str = "fp32"
     bn_recalibrate: int = 0
     channels_last: Optional[bool] = None
@@ -95,6 +101,12 @@ def check_request(req: SurfaceRequest) -> None:
         raise UserError(f"--hessian_tol must be > 0, got {req.hessian_tol}")
     if req.adam_eps is not None and not req.adam_eps >= 0:
         raise UserError(f"--adam_eps must be >= 0, got {req.adam_eps}")
+    if req.eval_samples < 0:
+        raise UserError(f"--eval_samples must be >= 0 (0: all samples), got {req.eval_samples}")
+    if req.memory_budget is not None and not req.memory_budget > 0:
+        raise UserError(f"--memory_budget must be > 0 GiB, got {req.memory_budget}")
+    if len(set(req.metrics)) != len(req.metrics):
+        raise UserError(f"--metric given twice: {', '.join(req.metrics)}")
     if not req.flush_every > 0:
         raise UserError(f"--flush_every must be > 0 seconds, got {req.flush_every}")
 

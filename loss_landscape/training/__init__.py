@@ -1,4 +1,6 @@
-"""Training of a classifier on tensors, as the original's ``cifar10/main.py`` trains, but reproducible.
+"""Training of a classifier on tensors, as the original's ``cifar10/main.py`` trains, but reproducible; and of any
+model on any data with any loss of `loss_landscape.losses` (a language model on token ids, a regression, a model
+that computes its own loss), each step minimizing the batch's weighted mean loss.
 
 The data come once from `data.load_dataset` as CPU tensors; shuffling and augmentation (random crop with
 padding, horizontal flip) are done on tensors per batch with a `torch.Generator` derived from
@@ -18,9 +20,10 @@ Example:
 from loss_landscape.errors import TrainError
 from loss_landscape.training.loop import (TrainResult, resume_state, train)
 from loss_landscape.training.setup import (Augmentation, DECAY_FRACTIONS, OPTIMIZERS, augment_batch,
-                                           corrupt_labels, default_augmentation, epoch_generator, init_model,
-                                           lr_at, lr_milestones, make_optimizer, save_folder_name)
+                                           check_augmentation, corrupt_labels, default_augmentation,
+                                           epoch_generator, init_model, lr_at, lr_milestones, make_optimizer,
+                                           save_folder_name)
 
-__all__ = ["Augmentation", "DECAY_FRACTIONS", "OPTIMIZERS", "TrainResult", "augment_batch", "corrupt_labels",
-           "default_augmentation", "epoch_generator", "init_model", "lr_at", "lr_milestones",
+__all__ = ["Augmentation", "DECAY_FRACTIONS", "OPTIMIZERS", "TrainResult", "augment_batch", "check_augmentation",
+           "corrupt_labels", "default_augmentation", "epoch_generator", "init_model", "lr_at", "lr_milestones",
            "make_optimizer", "resume_state", "save_folder_name", "train", "TrainError"]

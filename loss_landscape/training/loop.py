@@ -1,9 +1,15 @@
 """The training loop: epochs over tensors, checkpoints in the original's layout, and resuming exactly.
+
+Any model, data and loss the landscape commands take: inputs of any structure (token ids, tuples, dicts; see
+`loss_landscape.batches`), targets of any kind or none (``model_loss``), and any loss of `loss_landscape.losses`.
+Each step minimizes the batch's weighted mean loss (by sample, or by token for ``token_crossentropy``), and the
+epoch's training loss is the weighted mean over the epoch; accuracies are reported where the loss has one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -13,18 +19,23 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from loss_landscape import batches as bt
 from loss_landscape._util import atomic_write
-from loss_landscape.data import EvalData
-from loss_landscape.evaluation import LOSSES, DeviceSplit, evaluate, per_sample_loss
+from loss_landscape.data import EvalData, in_memory
+from loss_landscape.errors import EvaluationError
+from loss_landscape.evaluation import Criterion, DeviceSplit, evaluate_values
+from loss_landscape.losses import CLASSIFICATION
 from loss_landscape.models.loading import load_weights, read_state_dict
 from loss_landscape.errors import TrainError
-from loss_landscape.training.setup import (_STREAM_GLOBAL, Augmentation, _stream_seed, augment_batch, corrupt_labels,
-                                           epoch_generator, lr_at, lr_milestones, make_optimizer)
+from loss_landscape.training.setup import (_STREAM_GLOBAL, Augmentation, _stream_seed, augment_batch,
+                                           check_augmentation, corrupt_labels, epoch_generator, lr_at, lr_milestones,
+                                           make_optimizer)
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What `train` ends with: the last epoch, its test accuracy (%) and test loss, and the folder."""
+    """What `train` ends with: the last epoch, its test accuracy (%; NaN for a loss without one) and test loss,
+    and the folder."""
 
     epoch: int
     test_acc: float
@@ -95,11 +106,17 @@ def train(model: nn.Module, data: EvalData, *, save_folder: str, model_name: str
     ``model_E.t7`` and ``opt_state_E.t7`` ends with the same weights as an uninterrupted one.
 
     Args:
-        model: a freshly initialized model (see `init_model`); moved to `device`.
-        data: tensors from `data.load_dataset`.
+        model: a freshly initialized model (see `init_model`); moved to `device`. It is called as ``model(x)``,
+            ``model(*x)`` or ``model(**x)`` by the structure of the inputs.
+        data: from `data.load_dataset`: tensors, or a factory's Dataset (read into memory once).
         save_folder: where the files go (created).
         model_name: recorded name, used in messages.
-        augmentation: crop/flip per batch, or None for none.
+        loss_name: a loss of `loss_landscape.losses` (``crossentropy``, ``mse``, ``regression_mse``,
+            ``token_crossentropy``, ``model_loss``, ...) or ``pkg.module:fn``; each step minimizes the batch's
+            weighted mean. The accuracies (train_acc, test_acc, a checkpoint's ``acc``) are NaN, and left out of
+            the log lines, for a loss without one.
+        augmentation: crop/flip per batch of 4-D float images (after the data's transform), or None for none.
+        label_corrupt_prob: fraction of the training labels replaced by another class (class targets only).
         resume_model, resume_opt: checkpoint files to continue from.
         record: extra entries for ``args.json`` (the command's resolved arguments).
         progress: a tqdm bar per epoch.
@@ -116,15 +133,20 @@ def train(model: nn.Module, data: EvalData, *, save_folder: str, model_name: str
         raise TrainError(f"save_epoch must be >= 1, got {save_epoch}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TrainError(f"seed must be an integer >= 0, got {seed!r}")
-    if loss_name not in LOSSES:
-        raise TrainError(f"unknown loss {loss_name!r}: expected one of {', '.join(LOSSES)}")
+    try:
+        criterion = Criterion.of(loss_name)
+    except EvaluationError as e:
+        raise TrainError(str(e)) from None
+    loss = criterion.loss
     if resume_opt and not resume_model:
         raise TrainError("resume_opt needs resume_model (the optimizer state belongs to a model checkpoint)")
-    train_targets, corrupted = corrupt_labels(data.train.targets, label_corrupt_prob,
+    train_split, test_split = in_memory(data.train), in_memory(data.test)
+    if loss.needs_targets and train_split.targets is None:
+        raise TrainError(f"loss {loss.name} needs targets, but the training set has none: use a dataset of "
+                         f"(input, target) pairs, or --loss_name model_loss for a model that computes its own loss")
+    train_targets, corrupted = corrupt_labels(train_split.targets, label_corrupt_prob,
                                               num_classes=data.num_classes, seed=seed)
-    if augmentation is not None and data.train.inputs.dim() != 4:
-        raise TrainError(f"augmentation needs image inputs (N, C, H, W), found shape "
-                         f"{tuple(data.train.inputs.shape)}; use noaug")
+    check_augmentation(augmentation, train_split.inputs, transformed=train_split.transform is not None)
 
     model.to(device)
     opt = make_optimizer(optimizer, model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -134,8 +156,8 @@ def train(model: nn.Module, data: EvalData, *, save_folder: str, model_name: str
         if start >= epochs:
             raise TrainError(f"resume model file {resume_model} is at epoch {start}, already at or past "
                              f"epochs={epochs}")
-    train_set = DeviceSplit.put(data.train.inputs, train_targets, device)
-    test_set = DeviceSplit.put(data.test.inputs, data.test.targets, device)
+    train_set = DeviceSplit.put(train_split.inputs, train_targets, device, transform=train_split.transform)
+    test_set = DeviceSplit.put(test_split.inputs, test_split.targets, device, transform=test_split.transform)
 
     os.makedirs(save_folder, exist_ok=True)
     info = dict(record or {})
@@ -156,14 +178,20 @@ def train(model: nn.Module, data: EvalData, *, save_folder: str, model_name: str
                      os.path.join(save_folder, f"model_{epoch}.t7"))
         _save_atomic({"optimizer": opt.state_dict()}, os.path.join(save_folder, f"opt_state_{epoch}.t7"))
 
-    test_loss, test_acc = float("nan"), float("nan")
+    def test() -> tuple[float, float]:
+        values = evaluate_values(model, test_set, criterion, batch_size=batch_size)
+        return values["loss"], values.get("acc", math.nan)
+
+    test_loss, test_acc = math.nan, math.nan
     if start == 0:
-        test_loss, test_acc = evaluate(model, test_set, loss_name=loss_name, batch_size=batch_size)
+        test_loss, test_acc = test()
         save(0, test_acc)
     from tqdm import tqdm  # only the training loop needs it
 
     n = len(train_set)
     log_path = os.path.join(save_folder, "log.txt")
+    # The classification losses weigh every sample 1: their batch mean is taken as before, bit for bit.
+    plain_mean = loss.name in CLASSIFICATION
     for epoch in range(start + 1, epochs + 1):
         t0 = time.time()
         epoch_lr = lr_at(epoch, lr=lr, lr_decay=lr_decay, epochs=epochs)
@@ -172,8 +200,7 @@ def train(model: nn.Module, data: EvalData, *, save_folder: str, model_name: str
         g = epoch_generator(seed, epoch)
         order = torch.randperm(n, generator=g).to(device)
         model.train()
-        total_loss = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss x weight, weight, correct, counted
         bar = tqdm(range(0, n, batch_size), desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress,
                    leave=False, dynamic_ncols=True, file=sys.stderr)
         # Dropout and other global-RNG users draw from a stream of (seed, epoch) too, without leaking out.
@@ -181,25 +208,45 @@ def train(model: nn.Module, data: EvalData, *, save_folder: str, model_name: str
             torch.manual_seed(_stream_seed(seed, _STREAM_GLOBAL, epoch))
             for s in bar:
                 idx = order[s:s + batch_size]
-                x, y = train_set.inputs[idx], train_set.targets[idx]
+                x = bt.take_rows(train_set.inputs, idx)
+                y = None if train_set.targets is None else train_set.targets[idx]
+                if train_set.transform is not None:
+                    x = train_set.transform(x)
                 if augmentation is not None:
                     x = augment_batch(x, augmentation, g)
                 opt.zero_grad(set_to_none=True)
-                out = model(x)
-                losses = per_sample_loss(out, y, loss_name)
-                losses.mean().backward()
+                out = bt.call_model(model, x)
+                values, weights = loss.per_sample(out, y, batch=len(idx))
+                if plain_mean:
+                    batch_loss = values.mean()
+                else:  # a batch whose weights are all 0 (every token ignored) contributes nothing
+                    batch_loss = (values * weights).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
+                batch_loss.backward()
                 opt.step()
-                total_loss += losses.detach().double().sum()
-                correct += (out.detach().argmax(1) == y).sum()
+                w = weights.detach().double()
+                sums[0] += (values.detach().double() * w).sum()
+                sums[1] += w.sum()
+                if loss.accuracy is not None:
+                    with torch.no_grad():
+                        c, cw = loss.accuracy(out, y)
+                    sums[2] += (c * cw).sum()
+                    sums[3] += cw.sum()
         bar.close()
-        train_loss, train_acc = total_loss.item() / n, 100.0 * correct.item() / n
-        test_loss, test_acc = evaluate(model, test_set, loss_name=loss_name, batch_size=batch_size)
+        loss_sum, weight, correct, counted = sums.tolist()
+        train_loss = loss_sum / weight if weight else math.nan
+        train_acc = 100.0 * correct / counted if counted else math.nan
+        test_loss, test_acc = test()
         seconds = time.time() - t0
-        line = (f"epoch={epoch} lr={epoch_lr:.6g} train_loss={train_loss:.6f} train_acc={train_acc:.3f} "
-                f"test_loss={test_loss:.6f} test_acc={test_acc:.3f} seconds={seconds:.2f}")
+        if loss.accuracy is not None:
+            line = (f"epoch={epoch} lr={epoch_lr:.6g} train_loss={train_loss:.6f} train_acc={train_acc:.3f} "
+                    f"test_loss={test_loss:.6f} test_acc={test_acc:.3f} seconds={seconds:.2f}")
+        else:
+            line = (f"epoch={epoch} lr={epoch_lr:.6g} train_loss={train_loss:.6f} test_loss={test_loss:.6f} "
+                    f"seconds={seconds:.2f}")
         with open(log_path, "a") as f:
             f.write(line + "\n")
         log(line)
         if epoch == 1 or epoch % save_epoch == 0 or epoch == epochs:
             save(epoch, test_acc)
     return TrainResult(epochs, test_acc, test_loss, save_folder)
+

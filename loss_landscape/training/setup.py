@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from loss_landscape import batches as bt
 from loss_landscape.data import EvalData
 from loss_landscape.models.loading import build_model
 from loss_landscape.errors import TrainError
@@ -85,15 +86,16 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(_stream_seed(seed, _STREAM_EPOCH, epoch))
 
 
-def corrupt_labels(targets: torch.Tensor, prob: float, *, num_classes: int,
-                   seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def corrupt_labels(targets: Optional[torch.Tensor], prob: float, *, num_classes: int,
+                   seed: int) -> tuple[Optional[torch.Tensor], torch.Tensor]:
     """Replaces exactly ``floor(prob * N + 0.5)`` labels by a different class, chosen at random.
 
     The samples are a uniformly random subset (from `seed`); each gets a class drawn uniformly from the
     `num_classes` - 1 classes other than its own, so every chosen label really changes.
 
     Args:
-        targets: int64 labels (N,); not modified.
+        targets: int64 labels (N,); not modified. Other targets (tokens, regression values, None) are returned
+            as they are when nothing is to be corrupted, and refused otherwise.
         prob: fraction of labels to corrupt, in [0, 1].
         num_classes: number of classes (>= 2 when prob > 0).
         seed: the run's seed.
@@ -108,6 +110,14 @@ def corrupt_labels(targets: torch.Tensor, prob: float, *, num_classes: int,
     """
     if not 0.0 <= prob <= 1.0:
         raise TrainError(f"label corruption probability must be in [0, 1], got {prob}")
+    classes = targets is not None and targets.dim() == 1 and not targets.is_floating_point()
+    if not classes and prob > 0:
+        found = "no targets" if targets is None else \
+            f"targets {str(targets.dtype).replace('torch.', '')} {tuple(targets.shape)}"
+        raise TrainError(f"label corruption needs class labels (integers, one per sample), found {found}: leave "
+                         f"--label_corrupt_prob at 0 for token, regression or model-computed losses")
+    if targets is None:
+        return None, torch.zeros(0, dtype=torch.int64)
     n = len(targets)
     count = math.floor(prob * n + 0.5)
     if count == 0:
@@ -120,6 +130,18 @@ def corrupt_labels(targets: torch.Tensor, prob: float, *, num_classes: int,
     new = targets.clone()
     new[idx] = (targets[idx] + shift) % num_classes
     return new, idx
+
+
+def check_augmentation(aug: Optional[Augmentation], inputs: object, *, transformed: bool = False) -> None:
+    """Refuses augmentation of inputs that are not images: a 4-D tensor (N, C, H, W) of floats (or of what the
+    data's transform makes floats, `transformed`)."""
+    if aug is None:
+        return
+    if isinstance(inputs, torch.Tensor) and inputs.dim() == 4 and (inputs.is_floating_point() or transformed):
+        return
+    found = (f"shape {tuple(inputs.shape)} of {str(inputs.dtype).replace('torch.', '')}"
+             if isinstance(inputs, torch.Tensor) else bt.describe(inputs))
+    raise TrainError(f"augmentation needs float image inputs (N, C, H, W), found {found}; use noaug")
 
 
 def augment_batch(x: torch.Tensor, aug: Augmentation, generator: torch.Generator) -> torch.Tensor:
@@ -197,20 +219,26 @@ def save_folder_name(*, model: str, optimizer: str = "sgd", lr: float = 0.1, lr_
 
 
 def init_model(name: str, *, seed: int, num_classes: int = 10) -> nn.Module:
-    """Builds model `name` with its initialization drawn from `seed`, leaving the global RNG untouched."""
+    """Builds model `name` with its initialization drawn from `seed`, leaving the global RNG untouched.
+
+    `num_classes` sizes a registry or embedded classifier; 0 (data whose targets are no classes) builds it with
+    its default, and a ``pkg.module:factory`` model is built by its factory alone.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(name, num_classes=num_classes)
+        return build_model(name, num_classes=num_classes) if num_classes > 0 else build_model(name)
 
 
 
 def default_augmentation(data: EvalData) -> Optional[Augmentation]:
     """The original's crop (padding 4) and flip for 32x32 images, with padded pixels black before
     normalization; for smaller images (digits: 8x8) padding 1 and no flip (a mirrored digit is another
-    symbol); None for inputs that are not images."""
-    shape = tuple(data.train.inputs.shape[1:])
-    if len(shape) != 3:
+    symbol); None for inputs that are not images (token ids, tuples, dicts, a Dataset read item by item)."""
+    inputs = getattr(data.train, "inputs", None)
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or not (
+            inputs.is_floating_point() or getattr(data.train, "transform", None) is not None):
         return None
+    shape = tuple(inputs.shape[1:])
     fill = None
     if not data.info.get("raw_data", True):
         mean = [float(v) for v in str(data.info.get("normalize_mean", "")).split(",") if v]

@@ -11,16 +11,19 @@ every difference is taken to its final model w_c, so that run ends at (0, 0) and
   (`net_plotter.make_directions` with the same seed);
 - ``file``: the directions of an existing direction file (made by this tool, plot_surface.py or the original).
 
-Loss and accuracy along a path are each checkpoint's own evaluation (`evaluation.evaluate` of the checkpoint's
-model, BatchNorm statistics as saved) on one split, the quantity a surface of that split shows at the point.
+Loss and accuracy along a path are each checkpoint's own evaluation (`evaluation.evaluate_values` of the
+checkpoint's model, BatchNorm statistics as saved) on one split, the quantity a surface of that split shows at the
+point; any model, data and loss of the surfaces apply (token ids, tuple or dict inputs, ``token_crossentropy``,
+``model_loss``, ``pkg.module:fn``), the accuracy being NaN for a loss without one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -52,7 +55,7 @@ class Run:
 
 @dataclass
 class PathMetrics:
-    """Each checkpoint's own loss and accuracy (percent) on `split`."""
+    """Each checkpoint's own loss and accuracy (percent; NaN where the loss has none) on `split`."""
 
     loss: np.ndarray
     acc: np.ndarray
@@ -160,30 +163,52 @@ def _load(model_name: str, path: str) -> torch.nn.Module:
     return model
 
 
-def evaluate_path(model_name: str, checkpoints: Sequence[Checkpoint], inputs: torch.Tensor, targets: torch.Tensor,
-                  *, split: str = "train", loss_name: str = "crossentropy", batch_size: int = 256,
-                  device: Optional[torch.device] = None) -> PathMetrics:
-    """Each checkpoint's own loss and accuracy on (inputs, targets), in eval mode with its saved BN statistics.
+def evaluate_path(model_name: str, checkpoints: Sequence[Checkpoint], inputs: Any,
+                  targets: Optional[torch.Tensor] = None, *, split: str = "train", loss_name: str = "crossentropy",
+                  batch_size: int = 256, device: Optional[torch.device] = None,
+                  data_mode: str = "auto") -> PathMetrics:
+    """Each checkpoint's own loss and accuracy on a split, in eval mode with its saved BN statistics.
+
+    Args:
+        inputs: a `data.Split` or a factory's `streaming.DatasetSplit` (then `targets` is not given), or the
+            inputs themselves: a tensor of any dtype (token ids), a tuple or a dict of tensors.
+        targets: with bare inputs, their targets (classes, tokens, regression values), or None for a model that
+            computes its own loss (``model_loss``).
+        loss_name: any loss of `loss_landscape.losses` (built-in or ``pkg.module:fn``); the accuracy is NaN for
+            a loss without one.
+        data_mode: ``auto`` (a set larger than half the free memory is streamed from its Dataset), ``memory`` or
+            ``stream``; the values are the same.
 
     Example:
         >>> from data import load_dataset
         >>> d = load_dataset("digits")  # doctest: +SKIP
-        >>> m = evaluate_path("digits_cnn", ckpts, d.train.inputs, d.train.targets)  # doctest: +SKIP
+        >>> m = evaluate_path("digits_cnn", ckpts, d.train)  # doctest: +SKIP
     """
-    from loss_landscape.evaluation import DeviceSplit, evaluate
-    from loss_landscape.errors import EvaluationError
+    from loss_landscape.data import Split
+    from loss_landscape.errors import DataError, EvaluationError
+    from loss_landscape.evaluation import Criterion, evaluate_values
+    from loss_landscape.streaming import DatasetSplit, place
     device = device or torch.device("cpu")
-    data = DeviceSplit.put(inputs, targets, device)
+    try:
+        criterion = Criterion.of(loss_name)
+        if isinstance(inputs, (Split, DatasetSplit)):
+            if targets is not None:
+                raise TrajectoryError("evaluate_path takes a split, or inputs and targets, not a split and targets")
+            data_split = inputs
+        else:
+            data_split = Split(inputs, targets)
+        data = place(data_split, device, mode=data_mode, batch_size=batch_size)
+    except (DataError, EvaluationError) as e:
+        raise TrajectoryError(f"the {split} set of the paths: {e}") from None
     loss, acc = [], []
     for c in checkpoints:
         model = _load(model_name, c.path).to(device)
         try:
-            with torch.no_grad():
-                lo, ac = evaluate(model, data, loss_name=loss_name, batch_size=batch_size)
+            values = evaluate_values(model, data, criterion, batch_size=batch_size)
         except EvaluationError as e:
             raise TrajectoryError(f"evaluating {c.path}: {e}") from None
-        loss.append(lo)
-        acc.append(ac)
+        loss.append(values["loss"])
+        acc.append(values.get("acc", math.nan))
     return PathMetrics(np.array(loss), np.array(acc), split)
 
 
@@ -290,7 +315,7 @@ def runs_report(paths: Sequence[RunPath], faith: Callable[[Projection], dict]) -
             rec["split"] = rp.metrics.split
             for c, lo, ac in zip(rec["checkpoints"], rp.metrics.loss, rp.metrics.acc):
                 c["loss"] = float(lo) if np.isfinite(lo) else None  # a diverged checkpoint
-                c["acc"] = float(ac)
+                c["acc"] = float(ac) if np.isfinite(ac) else None  # a loss without accuracy
         out.append(rec)
     return {"runs": out}
 
