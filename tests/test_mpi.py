@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 def serial(tmp_path_factory, trained_ckpt):
     tmp = tmp_path_factory.mktemp("serial")
     common = ["--model_file", str(trained_ckpt), "--x=-1:1:7", "--y=-0.5:1:4", "--dir_file", str(tmp / "d.h5"),
-              "--eval_on", "both", "--dir_type", "states", "--quiet"]
+              "--eval_on", "both", "--dir_type", "states", "--metric", "top5", "--eval_samples", "700", "--quiet"]
     run_command("plot_surface.py", *common, "--surf_file", str(tmp / "serial.h5"), cwd=tmp)
     return tmp, common, read_surface(str(tmp / "serial.h5"))
 
@@ -28,7 +28,7 @@ def test_ranks_reproduce_the_serial_surface(serial, ranks):
                        ranks=ranks)
     assert f"on {ranks} ranks" in proc.stdout
     got = read_surface(str(out))
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "train_top5", "test_top5"):
         np.testing.assert_array_equal(got.values[key], want.values[key], err_msg=key)
     import json
     import h5py
