@@ -251,3 +251,48 @@ def test_eigenvalue_map_evaluator_runs_in_strict_fp32():
         out = evaluator([(0, ("eig",)), (1, ("eig",))])
     assert [flat for flat, _ in out] == [0, 1] and all(np.isfinite(v["eig"]).all() for _, v in out)
     assert model.take() == {STRICT}
+
+
+def lm_tokens():
+    """The factory ``test_hessian_eigen:lm_tokens``: the token set of test_any_loss_curvature (some targets -100),
+    as both splits."""
+    from test_any_loss_curvature import tokens
+    x, y = tokens()
+    return (x, y), (x, y)
+
+
+@pytest.mark.slow
+def test_eigenvalue_map_of_a_language_model(tmp_path, monkeypatch, capsys):
+    """plot_hessian_eigen.py of a tiny causal LM on token ids with ignored targets: each point's extreme eigenvalues
+    against a dense float64 Hessian of the token-weighted mean loss of the model moved by hand."""
+    import copy
+
+    from loss_landscape.cli import hessian_eigen
+    from test_any_loss_curvature import dense_hessian as dense_of, tiny_lm, token_mean
+    monkeypatch.chdir(tmp_path)
+    model = tiny_lm()
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "lm.t7")
+    code = hessian_eigen.run(["--model", "test_any_loss_curvature:tiny_lm", "--model_file", "lm.t7", "--dataset",
+                              "test_hessian_eigen:lm_tokens", "--loss_name", "token_crossentropy", "--batch_size", "4",
+                              "--x=-0.5:0.5:2", "--hessian_tol", "1e-8", "--dir_file", "d.h5", "--surf_file",
+                              "eig.h5", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    s = read_surface(str(tmp_path / "eig.h5"))
+    dirs = load_directions(str(tmp_path / "d.h5"))
+    assert s.attrs["loss_name"] == "token_crossentropy"
+    (x, y), _ = lm_tokens()
+    for i, a in enumerate(s.x):
+        moved = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, p in moved.named_parameters():
+                p.copy_(_moved(model, dirs, (a,))[name])
+        exact = np.linalg.eigvalsh(dense_of(moved, lambda f: token_mean(f(x), y)))
+        assert s.values["max_eig"][i] == pytest.approx(exact[-1], rel=1e-5)
+        assert abs(s.values["min_eig"][i] - exact[0]) <= 1e-5 * np.abs(exact).max()
+
+
+def test_metrics_do_not_apply_to_eigenvalue_maps(tiny):
+    root, _ = tiny
+    proc = run_command("plot_hessian_eigen.py", *TINY, "--metric", "top5", "--x=-1:1:3", "--quiet", cwd=root,
+                       check=False)
+    assert proc.returncode == 2 and "--metric does not apply to an eigenvalue map" in proc.stderr

@@ -212,3 +212,133 @@ def test_command_resume_is_bit_identical(tmp_path):
     assert sorted(p.name for p in resumed.glob("model_*.t7")) == ["model_2.t7", "model_3.t7"]
     _assert_same_state(_state(full / "model_3.t7")["state_dict"], _state(resumed / "model_3.t7")["state_dict"])
     assert json.loads((resumed / "args.json").read_text())["resumed_from"] == str(full / "model_1.t7")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Any model, data and loss: a tiny causal LM on token ids, a model that computes its own loss, a regression
+# ----------------------------------------------------------------------------------------------------------
+
+LM_CONTEXT = 8
+
+
+def tiny_lm():
+    """The factory ``test_train:tiny_lm``: a 1-block char transformer over the example LM's vocabulary."""
+    from loss_landscape.examples.charlm import CharTransformer, vocabulary
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return CharTransformer(len(vocabulary()), context=LM_CONTEXT, d_model=16, n_head=2, n_layer=1)
+
+
+def tiny_lm_data():
+    """The factory ``test_train:tiny_lm_data``: the first 8 characters of 256 training and 64 test windows of the
+    example LM's text, with their next-character targets."""
+    from loss_landscape.examples import charlm
+    (x, y), (tx, ty) = charlm.dataset()
+    return (x[:256, :LM_CONTEXT], y[:256, :LM_CONTEXT]), (tx[:64, :LM_CONTEXT], ty[:64, :LM_CONTEXT])
+
+
+class OwnLoss(torch.nn.Module):
+    """``model(input_ids=..., labels=...)`` returns {"loss": the batch's mean token loss, "logits": ...}."""
+
+    def __init__(self):
+        super().__init__()
+        self.lm = tiny_lm()
+
+    def forward(self, input_ids, labels):
+        logits = self.lm(input_ids)
+        return {"loss": torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels), "logits": logits}
+
+
+def _token_loss_and_acc(net, x, y):
+    """Mean cross-entropy and accuracy (%) over every token, written out independently of the package."""
+    with torch.no_grad():
+        logits = net.eval()(x)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).item()
+    return loss, 100.0 * (logits.argmax(-1) == y).double().mean().item()
+
+
+def test_command_trains_a_language_model_on_tokens(tmp_path):
+    from loss_landscape.cli.train import run
+    code = run(["--model", "test_train:tiny_lm", "--dataset", "test_train:tiny_lm_data", "--loss_name",
+                "token_crossentropy", "--optimizer", "adam", "--lr", "0.01", "--weight_decay", "0", "--epochs", "2",
+                "--batch_size", "32", "--save_epoch", "1", "--quiet", "--save", str(tmp_path)])
+    assert code == 0
+    (folder,) = tmp_path.iterdir()
+    assert "loss=token_crossentropy" in folder.name and "data=test_train-tiny_lm_data" in folder.name
+    assert sorted(p.name for p in folder.glob("model_*.t7")) == ["model_0.t7", "model_1.t7", "model_2.t7"]
+    assert (folder / "opt_state_2.t7").exists()
+    info = json.loads((folder / "args.json").read_text())
+    assert info["augmentation"] is None and info["loss_name"] == "token_crossentropy"
+    _, (tx, ty) = tiny_lm_data()
+    losses = []
+    for e in (0, 1, 2):
+        net = load_model("test_train:tiny_lm", str(folder / f"model_{e}.t7"))
+        loss, acc = _token_loss_and_acc(net, tx, ty)
+        assert _state(folder / f"model_{e}.t7")["acc"] == pytest.approx(acc, abs=1e-9)
+        losses.append(loss)
+    assert losses[2] < losses[1] < losses[0]
+    lines = (folder / "log.txt").read_text().splitlines()
+    assert len(lines) == 2 and all("train_acc=" in ln for ln in lines)
+    logged = [float(ln.split("test_loss=")[1].split()[0]) for ln in lines]
+    assert logged == pytest.approx(losses[1:], abs=2e-6)
+
+
+def test_model_that_computes_its_own_loss_from_dict_inputs(tmp_path):
+    from loss_landscape.data import EvalData, Split
+    (x, y), (tx, ty) = tiny_lm_data()
+    data = EvalData("own", Split({"input_ids": x, "labels": y}, None), Split({"input_ids": tx, "labels": ty}, None), 0)
+    net = OwnLoss()
+    before, _ = _token_loss_and_acc(net.lm, tx, ty)
+    result = train(net, data, save_folder=str(tmp_path), epochs=2, batch_size=32, lr=0.5, momentum=0.9,
+                   weight_decay=0.0, loss_name="model_loss", log=lambda *a: None)
+    after, _ = _token_loss_and_acc(net.lm, tx, ty)
+    assert after < before and result.test_loss == pytest.approx(after, rel=1e-5)  # every batch of 32 x 8 tokens
+    assert result.test_acc != result.test_acc  # NaN: the model's own loss has no accuracy
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    assert len(lines) == 2 and not any("acc" in ln for ln in lines)
+    assert _state(tmp_path / "model_2.t7")["acc"] != _state(tmp_path / "model_2.t7")["acc"]
+
+
+def test_regression_on_float_targets(tmp_path):
+    from loss_landscape.data import EvalData, Split
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, generator=g)
+    y = torch.stack([x[:, 0] - 2 * x[:, 1], x[:, 2] ** 2], dim=1)
+    data = EvalData("reg", Split(x[:150], y[:150]), Split(x[150:], y[150:]), 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    before = torch.nn.functional.mse_loss(net(x[150:]), y[150:]).item()
+    result = train(net, data, save_folder=str(tmp_path), epochs=3, batch_size=16, lr=0.05, weight_decay=0.0,
+                   loss_name="regression_mse", log=lambda *a: None)
+    with torch.no_grad():
+        after = torch.nn.functional.mse_loss(net.eval()(x[150:]), y[150:]).item()
+    assert after < before and result.test_loss == pytest.approx(after, rel=1e-5)
+
+
+def test_what_does_not_apply_to_the_data_is_refused(tmp_path):
+    from loss_landscape.data import EvalData, Split
+    from loss_landscape.errors import TrainError
+    (x, y), (tx, ty) = tiny_lm_data()
+    tokens = EvalData("tokens", Split(x, y), Split(tx, ty), 0)
+    cases = [(dict(label_corrupt_prob=0.1), "class labels"),
+             (dict(augmentation=Augmentation()), "image inputs"),
+             (dict(loss_name="hinge"), "unknown loss"),
+             (dict(loss_name="crossentropy"), r"expects logits \(B, C\)")]
+    for kw, message in cases:
+        with pytest.raises(ValueError, match=message) as e:
+            train(tiny_lm(), tokens, save_folder=str(tmp_path / "x"), epochs=1, log=lambda *a: None,
+                  **{"loss_name": "token_crossentropy", **kw})
+        assert "\n" not in str(e.value)
+    no_targets = EvalData("none", Split(x, None), Split(tx, None), 0)
+    with pytest.raises(TrainError, match="needs targets"):
+        train(tiny_lm(), no_targets, save_folder=str(tmp_path / "y"), epochs=1, loss_name="token_crossentropy",
+              log=lambda *a: None)
+    assert init_model("digits_mlp", seed=0, num_classes=0)(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_command_loss_names_are_the_packages():
+    """cifar10/main.py and plot_trajectory.py name the losses in their help without importing torch."""
+    from loss_landscape.cli import train, trajectory
+    from loss_landscape.losses import LOSSES
+    assert train.LOSSES == trajectory.LOSSES == LOSSES

@@ -251,3 +251,80 @@ def test_degenerate_path_refused(tmp_path):
                    folder / f"model_{e}.t7")
     with pytest.raises(TrajectoryError, match="fewer than 2 dimensions"):
         pca_directions("digits_mlp", list_checkpoints(str(folder), max_epoch=4), log=lambda *a: None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Any model, data and loss along the paths
+# ----------------------------------------------------------------------------------------------------------
+
+def write_factory_path(folder, factory, n=4, seed=0, step=0.05):
+    """A random walk of a factory model's state dict, saved as model_0.t7 ... model_{n-1}.t7."""
+    from loss_landscape.models.loading import build_model
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    state = {k: v.clone() for k, v in build_model(factory).state_dict().items()}
+    for e in range(n):
+        state = {k: v + step * torch.randn(v.shape, generator=g) for k, v in state.items()}
+        torch.save({"state_dict": state, "epoch": e, "acc": 0.0}, folder / f"model_{e}.t7")
+    return list_checkpoints(str(folder), max_epoch=n - 1)
+
+
+def reg_model():
+    """The factory ``test_trajectory:reg_model``: a small regression MLP."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
+
+def reg_data():
+    """The factory ``test_trajectory:reg_data``: float inputs (N, 3) and float targets (N, 2)."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(60, 3, generator=g), torch.randn(60, 2, generator=g)
+    return (x[:40], y[:40]), (x[40:], y[40:])
+
+
+def test_language_model_path_with_token_loss(tmp_path, capsys):
+    """plot_trajectory.py --eval_on test of a tiny char LM: each checkpoint's token loss and accuracy against an
+    independent computation."""
+    import json
+
+    from loss_landscape.cli import trajectory as plot_trajectory
+    from loss_landscape.models.loading import load_model
+    from test_train import _token_loss_and_acc, tiny_lm_data
+    ckpts = write_factory_path(tmp_path / "lm", "test_train:tiny_lm")
+    args = plot_trajectory.get_args_parser().parse_args(
+        ["--model", "test_train:tiny_lm", "--model_folder", str(tmp_path / "lm"), "--max_epoch", "3",
+         "--dir_file", str(tmp_path / "lm.h5"), "--eval_on", "test", "--dataset", "test_train:tiny_lm_data",
+         "--loss_name", "token_crossentropy", "--batch_size", "10", "--no_plot"])
+    assert plot_trajectory.main(args) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "lm.h5_proj_cos.h5.json").read_text())
+    _, (tx, ty) = tiny_lm_data()
+    for c, rec in zip(ckpts, report["runs"][0]["checkpoints"]):
+        loss, acc = _token_loss_and_acc(load_model("test_train:tiny_lm", c.path), tx, ty)
+        assert rec["loss"] == pytest.approx(loss, rel=1e-5) and rec["acc"] == pytest.approx(acc, abs=1e-9)
+
+
+def test_regression_path_has_no_accuracy(tmp_path, capsys):
+    import json
+
+    from loss_landscape.cli import trajectory as plot_trajectory
+    from loss_landscape.models.loading import load_model
+    from loss_landscape.trajectory.runs import evaluate_path
+    ckpts = write_factory_path(tmp_path / "reg", "test_trajectory:reg_model")
+    args = plot_trajectory.get_args_parser().parse_args(
+        ["--model", "test_trajectory:reg_model", "--model_folder", str(tmp_path / "reg"), "--max_epoch", "3",
+         "--dir_file", str(tmp_path / "reg.h5"), "--eval_on", "train", "--dataset", "test_trajectory:reg_data",
+         "--loss_name", "regression_mse"])
+    assert plot_trajectory.main(args) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "reg.h5_proj_cos.h5.json").read_text())
+    (x, y), _ = reg_data()
+    for c, rec in zip(ckpts, report["runs"][0]["checkpoints"]):
+        with torch.no_grad():
+            ref = torch.nn.functional.mse_loss(load_model("test_trajectory:reg_model", c.path)(x), y).item()
+        assert rec["loss"] == pytest.approx(ref, rel=1e-5) and rec["acc"] is None
+    assert (tmp_path / "reg.h5_proj_cos.h5.png").stat().st_size > 0
+    # The library takes bare inputs of any structure too, and refuses a loss that does not fit the outputs.
+    m = evaluate_path("test_trajectory:reg_model", ckpts, x, y, loss_name="regression_l1", batch_size=7)
+    assert np.isnan(m.acc).all() and m.loss.shape == (4,)
+    with pytest.raises(TrajectoryError, match="crossentropy expects logits"):
+        evaluate_path("test_trajectory:reg_model", ckpts, x, y, loss_name="crossentropy")

@@ -47,8 +47,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--split_idx", type=argtypes.nonneg_int, default=0, help="use part i of --data_split (default: 0)")
     g.add_argument("--eval_on", default="train", choices=("train", "test"), help="the set the loss is averaged over (default: train)")
     g.add_argument("--eval_samples", type=argtypes.nonneg_int, default=0,
-                   help="a fixed, seeded subset of N samples of the set, taken before --data_split (default: 0, all)")
-    g.add_argument("--eval_seed", type=argtypes.nonneg_int, default=0, help="seed of the --eval_samples subset (default: 0)")
+                   help="a fixed, seeded subset of N samples of each set, taken before --data_split (default: 0, all)")
+    g.add_argument("--eval_seed", type=argtypes.nonneg_int, default=0,
+                   help="seed of the --eval_samples subset (default: 0)")
 
     g = p.add_argument_group("Hessian")
     g.add_argument("--loss_name", default="crossentropy", type=argtypes.loss_name, metavar="LOSS",
@@ -138,7 +139,8 @@ def main(args: argparse.Namespace) -> int:
         dev_data = curvature.hessian_data(data.train if args.eval_on == "train" else data.test, device)
         op = curvature.HessianOperator(model, dev_data, loss_name=args.loss_name, batch_size=args.batch_size,
                                        params=args.params, precision="fp32")
-        weighed = "" if op.total_weight == len(dev_data) else f" ({op.total_weight:,.6g} in the weighted mean: tokens or values)"
+        weighed = "" if op.total_weight == len(dev_data) else \
+            f" ({op.total_weight:,.6g} in the weighted mean: tokens or values)"
         print(f"model {args.model} from {model_file or 'its factory'}: H is {op.dim:,} x {op.dim:,} "
               f"({args.params}), {args.eval_on} set of {dataset}: {len(dev_data)} samples{weighed}, "
               f"{args.loss_name}, {device}")

@@ -8,8 +8,9 @@ layout (see doc/training.md).
     python cifar10/main.py --model digits_cnn --epochs 8 --save_epoch 2 --quiet
     python cifar10/main.py --model resnet56 --resume_model trained_nets/X/model_150.t7 \\
         --resume_opt trained_nets/X/opt_state_150.t7
-    python cifar10/main.py --model loss_landscape.examples.charlm:model --dataset loss_landscape.examples.charlm:dataset \\
-        --loss_name token_crossentropy --optimizer adam --lr 0.003 --weight_decay 0 --epochs 4 --batch_size 64
+    python cifar10/main.py --model loss_landscape.examples.charlm:model \\
+        --dataset loss_landscape.examples.charlm:dataset --loss_name token_crossentropy --optimizer adam \\
+        --lr 0.003 --weight_decay 0 --epochs 4 --batch_size 64
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ from typing import Sequence
 
 from loss_landscape.errors import USER_ERRORS
 from loss_landscape.cli import _common as argtypes
-from loss_landscape.cli.train import LOSSES  # the names, without importing torch
+
+# As loss_landscape.losses.LOSSES (the help's list; pkg.module:fn names are accepted too), without importing torch.
+LOSSES = ("crossentropy", "mse", "regression_mse", "regression_l1", "token_crossentropy", "model_loss")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -97,7 +97,9 @@ def make_directions(model: torch.nn.Module, spec: DirectionSpec, *, model2: Opti
 def hessian_directions(model: torch.nn.Module, spec: DirectionSpec, data) -> Directions:
     """x (and y) = the eigenvectors of the largest Hessian eigenvalues of the mean loss of `model` on `data`.
 
-    ``spec.details`` gives ``params`` (all or dim>1), ``tol``, ``seed`` and ``loss_name``; parameters outside
+    `data` is a split on its device (`evaluation.DeviceSplit`), or a `data.Split` or factory Dataset split, held
+    on the model's device for the products. ``spec.details`` gives ``params`` (all or dim>1), ``tol``, ``seed`` and
+    ``loss_name`` (any loss of `loss_landscape.losses`); parameters outside
     the filter get 0. With ``xnorm`` and ``xignore`` both empty the axes are the unit eigenvectors; otherwise
     they are copies normalized as those say (filter normalization gives them the scale of random directions,
     and they are no longer eigenvectors). The eigenvalues (always those of the unit eigenvectors), the solver
@@ -105,7 +107,7 @@ def hessian_directions(model: torch.nn.Module, spec: DirectionSpec, data) -> Dir
     spec's details. The sign of an eigenvector is arbitrary; the solver fixes it so that its largest entry is
     positive.
     """
-    from loss_landscape.curvature.hessian import HessianOperator
+    from loss_landscape.curvature.hessian import HessianOperator, hessian_data
     from loss_landscape.curvature.solvers import top_eigenpairs
 
     if spec.dir_type != "weights":
@@ -113,6 +115,7 @@ def hessian_directions(model: torch.nn.Module, spec: DirectionSpec, data) -> Dir
     if data is None:
         raise DirectionError("Hessian directions need evaluation data")
     d = json.loads(spec.details or "{}")
+    data = hessian_data(data, next(model.parameters()).device)  # a Split or a factory's Dataset: held there once
     op = HessianOperator(model, data, loss_name=d.get("loss_name", "crossentropy"), params=d.get("params", "all"),
                          batch_size=d.get("batch_size"), precision=d.get("precision", "fp32"))
     k = 2 if spec.two_d and not spec.same_dir else 1
