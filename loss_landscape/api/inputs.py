@@ -20,7 +20,7 @@ from loss_landscape.errors import DataError, DirectionError, EvaluationError, Mo
 from loss_landscape.evaluation import LOSSES
 from loss_landscape.losses import resolve_loss
 from loss_landscape import batches as bt
-from loss_landscape.models.loading import state_sha256
+from loss_landscape.models.loading import state_sha256  # noqa: F401 - used as inputs.state_sha256
 from loss_landscape.params import DIR_TYPES, ParamVector
 from loss_landscape.surface.grid import Axis
 

@@ -38,6 +38,7 @@ import h5py
 import numpy as np
 
 from loss_landscape.errors import SurfaceError
+from loss_landscape.surface.reader import file_groups
 from loss_landscape.surface.storage import h5_reason, open_hdf5, remove_stale_temp_files, replace_with
 from loss_landscape.version import code_version
 from loss_landscape.surface.grid import (FORMAT, FORMAT_VERSION, GROUP_DATASETS, GROUPS, MAX_RUNS, Grid, Provenance,
@@ -106,25 +107,6 @@ def _legacy_bn(found: dict, wanted: dict, f: h5py.File) -> None:
     sizes = sorted({int(r["batch_size"]) for r in _runs(f) if isinstance(r, dict) and "batch_size" in r})
     found["bn_batch_size"] = sizes[0] if len(sizes) == 1 else ("/".join(map(str, sizes)) or "unknown")
     found["bn_samples"] = wanted["bn_samples"]  # not recorded; equal whenever batches and batch size are
-
-
-def file_groups(f: h5py.File) -> dict[str, tuple[str, ...]]:
-    """{group: its value datasets} of every done mask in `f`: from the mask's ``datasets`` attribute, or the fixed
-    groups of files made before it (`GROUP_DATASETS`)."""
-    out = {}
-    for name in f:
-        if not name.endswith("_done") or not isinstance(f[name], h5py.Dataset):
-            continue
-        group = name[: -len("_done")]
-        listed = f[name].attrs.get("datasets")
-        if listed is not None:
-            try:
-                out[group] = tuple(json.loads(listed))
-            except (TypeError, ValueError):
-                out[group] = ()
-        elif group in GROUP_DATASETS:
-            out[group] = GROUP_DATASETS[group]
-    return out
 
 
 def _group_state(f: h5py.File, group: str, datasets: tuple[str, ...], grid: Grid) -> str:

@@ -347,7 +347,8 @@ def run(job: PreparedJob, *, comm: Any = None, progress: bool = True, log: Calla
         if eigen is not None:
             from loss_landscape.surface.eigen import compute_eigen_surface
             return compute_eigen_surface(job.model, job.data, job.directions, job.grid, job.surf_file,
-                                         settings=eigen, **common)
+                                         settings=eigen, eval_samples=job.request.eval_samples,
+                                         eval_seed=job.request.eval_seed, **common)
         return compute_surface(job.model, job.data, job.directions, job.grid, job.surf_file, settings=job.settings,
                                eval_samples=job.request.eval_samples, eval_seed=job.request.eval_seed, **common)
     finally:

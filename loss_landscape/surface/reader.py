@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,8 +12,7 @@ import numpy as np
 
 from loss_landscape.errors import SurfaceError
 from loss_landscape.surface.storage import h5_reason, open_hdf5
-from loss_landscape.surface.file import file_groups
-from loss_landscape.surface.grid import FORMAT
+from loss_landscape.surface.grid import FORMAT, GROUP_DATASETS
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -37,6 +37,25 @@ class Surface:
     @property
     def ndim(self) -> int:
         return 1 if self.y is None else 2
+
+
+def file_groups(f: h5py.File) -> dict[str, tuple[str, ...]]:
+    """{group: its value datasets} of every done mask in `f`: from the mask's ``datasets`` attribute, or the fixed
+    groups of files made before it (`GROUP_DATASETS`)."""
+    out = {}
+    for name in f:
+        if not name.endswith("_done") or not isinstance(f[name], h5py.Dataset):
+            continue
+        group = name[: -len("_done")]
+        listed = f[name].attrs.get("datasets")
+        if listed is not None:
+            try:
+                out[group] = tuple(json.loads(listed))
+            except (TypeError, ValueError):
+                out[group] = ()
+        elif group in GROUP_DATASETS:
+            out[group] = GROUP_DATASETS[group]
+    return out
 
 
 def read_surface(path: str) -> Surface:
