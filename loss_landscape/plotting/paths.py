@@ -195,7 +195,9 @@ class PathFigure:
                 continue
             row = f"{p.label}: epoch {p.epochs[n - 1]}"
             if p.metrics is not None:
-                row += f"  loss {p.metrics.loss[n - 1]:.3f}  acc {p.metrics.acc[n - 1]:5.1f} %"
+                row += f"  loss {p.metrics.loss[n - 1]:.3f}"
+                if np.isfinite(p.metrics.acc[n - 1]):  # a loss without accuracy (regression, a model's own) has none
+                    row += f"  acc {p.metrics.acc[n - 1]:5.1f} %"
                 self.loss_lines[i].set_data(p.epochs[:n], p.metrics.loss[:n])
                 self.acc_lines[i].set_data(p.epochs[:n], p.metrics.acc[:n])
             rows.append(row)
