@@ -14,12 +14,17 @@ subprocess, so its peak is its own; each adds to the one before it, as a rank of
 - stream: the images read at every pass from a Dataset over a file of uint8 images on disk (one ``pread`` per
   image, so the file is not mapped into the process), ``--workers`` loader processes, batch ``--batch_size``.
 
-The last three time one full evaluation pass at perturbed weights (a grid point), after one untimed pass, and
-print its loss: all three must be equal, to the bit. Peak memory is the process's resident-set high-water mark
-(``getrusage``) and with ``--cuda`` also ``torch.cuda.max_memory_allocated``. Loader workers (``--workers``) are
-forked from the rank and not counted: their pages are mostly shared with it, and each holds at most two batches.
+The last three evaluate the model once at perturbed weights (a grid point) for their peak. The time per point is
+measured apart, in one more process holding all three data paths: point after point, each path evaluates the
+whole set in turn (so that other work on the machine slows them alike), after one untimed pass; the best of
+``--points`` points is shown, with the loss at the first point: all three must be equal, to the bit.
 
-    python benchmarks/bench_memory.py --samples 2000 --points 1      # a few minutes on two CPU cores
+Peak memory is the process's resident-set high-water mark (``getrusage``) and with ``--cuda`` also
+``torch.cuda.max_memory_allocated``. Loader workers (``--workers``) are forked from the rank and not counted: their
+pages are mostly shared with it, and each holds at most two batches.
+
+    python benchmarks/bench_memory.py --samples 2000                 # some minutes on two CPU cores
+    python benchmarks/bench_memory.py --full --points 0               # 50,000 images held, no evaluation
     python benchmarks/bench_memory.py --full --cuda                   # the CIFAR-10 training set on a GPU
 """
 
@@ -50,7 +55,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="50000 images, the size of the CIFAR-10 training set")
     p.add_argument("--model", default="resnet56", help="CIFAR-10 registry model (default: resnet56)")
     p.add_argument("--batch_size", type=int, default=128, help="evaluation batch size (default: 128)")
-    p.add_argument("--points", type=int, default=2, help="grid points timed per configuration (default: 2)")
+    p.add_argument("--points", type=int, default=2,
+                   help="grid points timed per configuration, the best shown (default: 2); 0: hold the data only, "
+                        "no evaluation")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the streaming path (default: 0)")
     p.add_argument("--no_channels_last", action="store_true",
                    help="keep the default memory format (the engine uses channels_last for images)")
@@ -98,71 +105,107 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def run_one(args: argparse.Namespace) -> dict:
-    """Builds what configuration `args.one` holds, evaluates, and returns its figures."""
+DATA = ("memory-float32", "memory-uint8", "stream")
+
+
+def place_data(kind: str, args: argparse.Namespace, device, channels_last: bool):
+    """The images of configuration `kind`, placed on `device` as the surface engine would."""
     import torch
 
     from loss_landscape import cifar10_data
     from loss_landscape.data import Split
+    from loss_landscape.streaming import DatasetSplit, place
+
+    transform = cifar10_data.DeviceNormalize.cifar10()
+    y = torch.from_numpy(labels(args.samples))
+    if kind == "memory-float32":  # normalized chunk by chunk: no uint8 copy of the whole set
+        x = torch.empty(args.samples, 3, 32, 32)
+        for s in range(0, args.samples, CHUNK):
+            x[s:s + CHUNK] = transform(torch.from_numpy(images(s, min(s + CHUNK, args.samples))))
+        split = Split(x, y)
+    elif kind == "memory-uint8":
+        split = Split(torch.from_numpy(images(0, args.samples)), y, transform)
+    else:
+        split = DatasetSplit.of(ImageFile(args.file, labels(args.samples)), "images", transform=transform)
+    # On a GPU the rank keeps only the device copy (the host one is dropped here; the peak counts it).
+    return place(split, device, mode="stream" if kind == "stream" else "memory", channels_last=channels_last,
+                 batch_size=args.batch_size, workers=args.workers)
+
+
+def build(args: argparse.Namespace, level: int):
+    """The model (level >= 1) and the directions with the engine's `Perturber` (level >= 2)."""
+    import torch
+
     from loss_landscape.directions.make import make_directions
     from loss_landscape.directions.perturb import Perturber
     from loss_landscape.directions.spec import DirectionSpec
-    from loss_landscape.evaluation import Criterion, evaluate_values
     from loss_landscape.models.cifar10 import create_model
-    from loss_landscape.streaming import DatasetSplit, place, placement_info
 
     device = torch.device("cuda" if args.cuda else "cpu")
-    channels_last = not args.no_channels_last
-    level = CONFIGS.index(args.one)
-    out: dict = {"config": args.one}
+    model = perturber = None
     if level >= 1:
         torch.manual_seed(0)
         model = create_model(args.model).to(device).eval()
-        if channels_last:
+        if not args.no_channels_last:
             model = model.to(memory_format=torch.channels_last)
-        out["params"] = sum(p.numel() for p in model.parameters())
     if level >= 2:
-        dirs = make_directions(model, DirectionSpec(two_d=True))
-        perturber = Perturber(model, dirs, "weights")
+        perturber = Perturber(model, make_directions(model, DirectionSpec(two_d=True)), "weights")
+    return device, model, perturber
+
+
+def one_point(model, perturber, data, k: int, args: argparse.Namespace) -> tuple[float, float]:
+    """(seconds, loss) of an evaluation pass at the k-th point of a diagonal of the grid."""
+    import torch
+
+    from loss_landscape.evaluation import Criterion, evaluate_values
+
+    perturber.set_point_((0.1 * k, -0.05 * k))
+    cuda = next(model.parameters()).is_cuda
+    if cuda:
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    loss = evaluate_values(model, data, Criterion.of("crossentropy"), batch_size=args.batch_size)["loss"]
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t, loss
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    """Peak memory of configuration `args.one`: what it holds, and one evaluation pass (unless --points 0)."""
+    import torch
+
+    from loss_landscape.streaming import placement_info
+
+    level = CONFIGS.index(args.one)
+    device, model, perturber = build(args, level)
+    out: dict = {"config": args.one}
     if level >= 3:
-        transform = cifar10_data.DeviceNormalize.cifar10()
-        y = torch.from_numpy(labels(args.samples))
-        if args.one == "memory-float32":  # normalized chunk by chunk: no uint8 copy of the whole set
-            x = torch.empty(args.samples, 3, 32, 32)
-            for s in range(0, args.samples, CHUNK):
-                x[s:s + CHUNK] = transform(torch.from_numpy(images(s, min(s + CHUNK, args.samples))))
-            split = Split(x, y)
-        elif args.one == "memory-uint8":
-            split = Split(torch.from_numpy(images(0, args.samples)), y, transform)
-        else:
-            split = DatasetSplit.of(ImageFile(args.file, labels(args.samples)), "images", transform=transform)
-        mode = "stream" if args.one == "stream" else "memory"
-        data = place(split, device, mode=mode, channels_last=channels_last, batch_size=args.batch_size,
-                     workers=args.workers)
-        if device.type == "cuda":  # the host copy is not the rank's to keep (its peak is counted, though)
-            del split
-            x = None
+        data = place_data(args.one, args, device, not args.no_channels_last)
         out.update(placement_info(data))
-        criterion = Criterion.of("crossentropy")
-        times, losses = [], []
-        for k in range(args.points + 1):  # the first pass warms up, untimed
-            perturber.set_point_((0.1 * k, -0.05 * k))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            got = evaluate_values(model, data, criterion, batch_size=args.batch_size)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if k:
-                times.append(time.perf_counter() - t)
-                losses.append(got["loss"])
-        out["s_per_point"] = sum(times) / len(times) if times else float("nan")
-        out["loss"] = losses[0] if losses else float("nan")
+        if args.points:
+            out["loss"] = one_point(model, perturber, data, 1, args)[1]
     out["rss_mib"] = peak_rss_mib()
     if device.type == "cuda":
         out["cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     out["threads"] = torch.get_num_threads()
     return out
+
+
+def run_timing(args: argparse.Namespace) -> dict:
+    """Seconds per point of the three data paths, interleaved point by point in one process (so that other work
+    on the machine slows them alike), the best of `args.points` after one untimed pass each."""
+    device, model, perturber = build(args, 2)
+    datas = {kind: place_data(kind, args, device, not args.no_channels_last) for kind in DATA}
+    times: dict = {kind: [] for kind in DATA}
+    losses: dict = {}
+    for k in range(args.points + 1):
+        for kind in DATA[k % 3:] + DATA[:k % 3]:  # each path first in turn
+            seconds, loss = one_point(model, perturber, datas[kind], k, args)
+            if k:
+                times[kind].append(seconds)
+            if k == 1:
+                losses[kind] = loss
+    return {"s_per_point": {kind: min(t) for kind, t in times.items()}, "loss": losses}
 
 
 def measure(args: argparse.Namespace, config: str, path: str) -> dict:
@@ -180,42 +223,42 @@ def main(args: argparse.Namespace) -> int:
     if args.full:
         args.samples = 50_000
     if args.one:
-        print(json.dumps(run_one(args)))
+        print(json.dumps(run_timing(args) if args.one == "timing" else run_one(args)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "images.u8")
-        if "stream" in args.configs:
-            with open(path, "wb") as f:
-                for s in range(0, args.samples, CHUNK):
-                    f.write(images(s, min(s + CHUNK, args.samples)).tobytes())
+        with open(path, "wb") as f:
+            for s in range(0, args.samples, CHUNK):
+                f.write(images(s, min(s + CHUNK, args.samples)).tobytes())
         rows = [measure(args, c, path) for c in args.configs]
+        timing = measure(args, "timing", path) if args.points else {"s_per_point": {}, "loss": {}}
     device = "cuda" if args.cuda else "cpu"
     print(f"{args.model}, {args.samples} images 3x32x32, batch {args.batch_size}, device {device}, "
           f"channels_last {not args.no_channels_last}, stream workers {args.workers}, torch threads "
-          f"{rows[-1]['threads']}, {args.points} timed point(s)")
+          f"{rows[-1]['threads']}; time: best of {args.points} point(s), the three paths interleaved")
     base = rows[0]["rss_mib"] if rows[0]["config"] == "baseline" else None
     head = f"{'configuration':<16} {'peak RSS MiB':>12} {'+ baseline':>10} {'data held MiB':>13}"
     head += f" {'CUDA peak MiB':>13}" * args.cuda + f" {'s/point':>8} {'x memory':>8}  loss at the first point"
     print(head)
-    ref = next((r["s_per_point"] for r in rows if r["config"] == "memory-float32"), None)
+    ref = timing["s_per_point"].get("memory-float32")
     for r in rows:
-        held = r.get("data_bytes", 0) / 2 ** 20 if r.get("data_mode") == "memory" else 0.0
         if r.get("data_mode") == "stream":
             held_txt = f"{'batches':>13}"
         else:
-            held_txt = f"{held:13.1f}"
+            held_txt = f"{r.get('data_bytes', 0) / 2 ** 20:13.1f}"
         line = f"{r['config']:<16} {r['rss_mib']:12.1f} "
         line += f"{r['rss_mib'] - base:10.1f}" if base is not None else f"{'':>10}"
         line += f" {held_txt}"
         if args.cuda:
             line += f" {r.get('cuda_mib', 0.0):13.1f}"
-        if "s_per_point" in r:
-            ratio = f"{r['s_per_point'] / ref:8.2f}" if ref else f"{'':>8}"
-            line += f" {r['s_per_point']:8.2f} {ratio}  {r['loss']!r}"
+        t = timing["s_per_point"].get(r["config"])
+        if t is not None:
+            ratio = f"{t / ref:8.2f}" if ref else f"{'':>8}"
+            line += f" {t:8.2f} {ratio}  {timing['loss'][r['config']]!r}"
         print(line)
-    losses = {r["loss"] for r in rows if "loss" in r}
+    losses = set(timing["loss"].values()) | {r["loss"] for r in rows if "loss" in r}
     if len(losses) > 1:
-        print("the losses differ: the data paths do not give the same values")
+        print(f"the losses differ ({sorted(losses)}): the data paths do not give the same values")
         return 1
     return 0
 

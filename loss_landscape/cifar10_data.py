@@ -85,7 +85,7 @@ class DeviceNormalize:
     Example:
         >>> t = DeviceNormalize.cifar10()
         >>> t(torch.zeros(1, 3, 2, 2, dtype=torch.uint8))[0, :, 0, 0]
-        tensor([-1.9802, -1.9807, -1.7076])
+        tensor([-1.9889, -1.9807, -1.7076])
     """
 
     def __init__(self, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None):

@@ -67,7 +67,7 @@ def _need(targets: Optional[torch.Tensor], name: str) -> torch.Tensor:
 def _classes(outputs: Any, targets: Optional[torch.Tensor], name: str) -> Pair:
     logits, y = logits_of(outputs), _need(targets, name)
     if logits.dim() != 2 or y.dim() != 1 or len(y) != len(logits) or y.is_floating_point():
-        raise EvaluationError(f"loss {name} expects logits (B, C) and class indices (B,), found outputs "
+        raise EvaluationError(f"loss {name}: expected logits (B, C) and class indices (B,), found outputs "
                               f"{tuple(logits.shape)} and targets {str(y.dtype).replace('torch.', '')} "
                               f"{tuple(y.shape)}: for tokens use token_crossentropy, for float targets "
                               f"regression_mse")
@@ -89,7 +89,7 @@ def original_mse(outputs: Any, targets: Optional[torch.Tensor]) -> torch.Tensor:
 def _regression(outputs: Any, targets: Optional[torch.Tensor], name: str) -> tuple[torch.Tensor, torch.Tensor]:
     out, y = logits_of(outputs), _need(targets, name)
     if out.dim() == 0 or y.dim() == 0 or out.shape[0] != y.shape[0] or out[0].numel() != y[0].numel():
-        raise EvaluationError(f"loss {name} expects outputs and float targets with the same number of values per "
+        raise EvaluationError(f"loss {name}: expected outputs and float targets with the same number of values per "
                               f"sample, found outputs {tuple(out.shape)} and targets {tuple(y.shape)}")
     return out.reshape(len(out), -1), y.reshape(len(y), -1).to(out.dtype)
 
@@ -107,7 +107,7 @@ def regression_l1(outputs: Any, targets: Optional[torch.Tensor]) -> torch.Tensor
 def _tokens(outputs: Any, targets: Optional[torch.Tensor], name: str) -> Pair:
     logits, y = logits_of(outputs), _need(targets, name)
     if logits.dim() != 3 or y.shape != logits.shape[:2] or y.is_floating_point():
-        raise EvaluationError(f"loss {name} expects logits (B, T, V) and token ids (B, T), found outputs "
+        raise EvaluationError(f"loss {name}: expected logits (B, T, V) and token ids (B, T), found outputs "
                               f"{tuple(logits.shape)} and targets {str(y.dtype).replace('torch.', '')} "
                               f"{tuple(y.shape)}")
     return logits, y

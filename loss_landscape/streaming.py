@@ -359,8 +359,26 @@ def place(split: Any, device: torch.device, *, mode: str = "auto", budget: Optio
     if chosen == "memory":
         inputs, targets = split.tensors(batch_size) if isinstance(split, DatasetSplit) \
             else (split.inputs, split.targets)
+        if channels_last and device.type == "cpu":  # the set itself stays: a channels_last copy would be a second
+            return DeviceSplit.put(inputs, targets, device, transform=BatchChannelsLast(split.transform))
         return DeviceSplit.put(inputs, targets, device, channels_last, transform=split.transform)
     return StreamSplit(split, device, workers=workers, channels_last=channels_last)
+
+
+class BatchChannelsLast:
+    """Each batch's 4-D inputs made channels_last, then `transform`: for data held on a CPU, where converting the
+    whole set would hold a second copy of it beside the caller's (the values are the same: only the layout
+    changes, before an element-wise transform)."""
+
+    def __init__(self, transform: Optional[Callable[[Any], Any]] = None):
+        self.transform = transform
+
+    def __call__(self, x: Any) -> Any:
+        x = bt.map_tensors(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t, x)
+        return x if self.transform is None else self.transform(x)
+
+    def __repr__(self) -> str:
+        return f"channels_last, then {self.transform!r}" if self.transform is not None else "channels_last"
 
 
 def placement_info(placed: Any) -> dict[str, Any]:

@@ -197,7 +197,7 @@ def test_a_loss_returning_a_scalar_is_refused_in_one_line(user_module):
     with pytest.raises(EvaluationError) as err:
         evaluate_values(nn.Linear(3, 1), DeviceSplit(x, y), Criterion.of(f"{user_module}:scalar_loss"))
     assert "expected floating per-sample losses" in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(EvaluationError, match="expects logits \\(B, C\\) and class indices"):
+    with pytest.raises(EvaluationError, match="expected logits \\(B, C\\) and class indices"):
         evaluate_values(nn.Linear(3, 1), DeviceSplit(x, y), Criterion.of("crossentropy"))
     with pytest.raises(EvaluationError, match="needs targets"):
         evaluate_values(nn.Linear(3, 2), DeviceSplit(x, None), Criterion.of("crossentropy"))

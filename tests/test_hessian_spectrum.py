@@ -65,7 +65,7 @@ def test_default_checkpoint_path_and_dim_filter(tmp_path, trained_ckpt):
     (["--model", "tinynet:net", "--model_file", "tiny.t7", "--dataset", "digits", "--data_split", "2",
       "--split_idx", "5"], "part index"),
     (["--model", "tinynet:net", "--model_file", "tiny.t7", "--dataset", "digits", "--loss_name",
-      "token_crossentropy"], "expects logits (B, T, V)"),
+      "token_crossentropy"], "expected logits (B, T, V)"),
 ])
 def test_bad_input_gives_one_line(tiny, argv, expected):
     root, _ = tiny

@@ -27,7 +27,7 @@ LAYERS = [
                                                   "surface.reader", "surface.stats", "surface.spread",
                                                   "surface.export"]),
     ("directions and curvature", ["directions", "curvature"]),
-    ("computing", ["surface.compute", "surface.eigen", "trajectory", "training"]),
+    ("computing", ["surface.compute", "surface.eigen", "trajectory", "training", "examples"]),
     ("jobs and plotting", ["surface.job", "plotting"]),
     ("the Python API", ["api", ""]),
     ("commands", ["cli", "__main__"]),

@@ -213,14 +213,22 @@ def test_channels_last_and_a_device_transform():
     model = digits_cnn().to(memory_format=torch.channels_last)
     split = DatasetSplit.of(TensorDataset(images, labels), "uint8 images", transform=Plus())
     mem, stream = both(split, channels_last=True)
-    assert mem.inputs.dtype == torch.uint8 and mem.inputs.is_contiguous(memory_format=torch.channels_last)
-    x, _ = next(stream.batches(16))
-    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    assert mem.inputs.dtype == torch.uint8  # held as it is on a CPU: each batch goes channels_last
+    for data in (mem, stream):
+        x, _ = next(data.batches(16))
+        assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+        assert x.shape == (16, 1, 8, 8)
     assert values(model, stream) == values(model, mem)
     # The held path with the same transform and channels_last agrees as well.
     held = Split(images, labels, Plus())
     assert values(model, place(held, CPU, mode="stream", channels_last=True)) == values(model, mem)
-    assert values(model, place(held, CPU, mode="memory", channels_last=True)) == values(model, mem)
+    placed = place(held, CPU, mode="memory", channels_last=True)
+    assert placed.inputs is images  # no second copy of the set
+    assert values(model, placed) == values(model, mem)
+    # A copy converted whole, as on a GPU, gives the same batches.
+    whole = DeviceSplit.put(images, labels, CPU, channels_last=True, transform=Plus())
+    assert whole.inputs.is_contiguous(memory_format=torch.channels_last)
+    assert values(model, whole) == values(model, mem)
 
 
 def test_subsets_and_parts_stream_the_same_items():
@@ -446,3 +454,13 @@ def test_device_normalize_pickles_and_refuses_floats():
         t(torch.zeros(1, 3, 2, 2))
     with pytest.raises(ValueError, match="both"):
         cifar10_data.DeviceNormalize(mean=(0.5,))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from loss_landscape import streaming
+
+    for module in (streaming, cifar10_data):
+        result = doctest.testmod(module, verbose=False, report=True)
+        assert result.attempted > 0 and result.failed == 0, (module.__name__, result)

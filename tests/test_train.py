@@ -324,7 +324,7 @@ def test_what_does_not_apply_to_the_data_is_refused(tmp_path):
     cases = [(dict(label_corrupt_prob=0.1), "class labels"),
              (dict(augmentation=Augmentation()), "image inputs"),
              (dict(loss_name="hinge"), "unknown loss"),
-             (dict(loss_name="crossentropy"), r"expects logits \(B, C\)")]
+             (dict(loss_name="crossentropy"), r"expected logits \(B, C\)")]
     for kw, message in cases:
         with pytest.raises(ValueError, match=message) as e:
             train(tiny_lm(), tokens, save_folder=str(tmp_path / "x"), epochs=1, log=lambda *a: None,

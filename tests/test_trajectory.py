@@ -326,5 +326,5 @@ def test_regression_path_has_no_accuracy(tmp_path, capsys):
     # The library takes bare inputs of any structure too, and refuses a loss that does not fit the outputs.
     m = evaluate_path("test_trajectory:reg_model", ckpts, x, y, loss_name="regression_l1", batch_size=7)
     assert np.isnan(m.acc).all() and m.loss.shape == (4,)
-    with pytest.raises(TrajectoryError, match="crossentropy expects logits"):
+    with pytest.raises(TrajectoryError, match="crossentropy: expected logits"):
         evaluate_path("test_trajectory:reg_model", ckpts, x, y, loss_name="crossentropy")

@@ -19,7 +19,7 @@ The landscape, after training (``python -m loss_landscape.examples.charlm --out 
 Example:
     >>> (train_x, train_y), (test_x, test_y) = dataset()
     >>> tuple(train_x.shape), train_x.dtype, tuple(test_y.shape)
-    ((2000, 32), torch.int64, (500, 32))
+    ((4000, 32), torch.int64, (1000, 32))
     >>> model()(train_x[:2]).shape == (2, CONTEXT, len(vocabulary()))
     True
 """
@@ -41,12 +41,12 @@ from torch import nn
 from loss_landscape._util import atomic_write
 
 CONTEXT = 32
-N_SEQUENCES = 2500
+N_SEQUENCES = 5000
 TEXT_CHARS = N_SEQUENCES * CONTEXT + 1
-TRAIN_SEQUENCES = 2000
+TRAIN_SEQUENCES = 4000
 TEST_SEQUENCES = N_SEQUENCES - TRAIN_SEQUENCES
 SPLIT_SEED = 0
-DEFAULT_STEPS = 1500
+DEFAULT_STEPS = 2500
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
