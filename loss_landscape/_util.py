@@ -71,14 +71,20 @@ def atomic_write(path: str, write: Callable[[str], T]) -> T:
     return result
 
 
+def is_object_spec(spec: str) -> bool:
+    """Whether `spec` has the ``pkg.module:name`` form (`import_object` says why not, and imports it)."""
+    module_name, _, attr = spec.partition(":")
+    return bool(module_name) and bool(attr) and ":" not in attr
+
+
 def import_object(spec: str, *, what: str, expected: str, error: type[UserError] = UserError) -> Any:
     """The object named by ``pkg.module:name`` (``name`` may be dotted: ``module:Class.method``), importing
     from the current folder as well (commands run as ``python plot_surface.py`` put only the script's folder
     on ``sys.path``). A bad spec, a module that cannot be imported, or a missing or non-callable name raises
     `error` with one line naming `what` the spec was for and what is `expected`."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr or ":" in attr:
+    if not is_object_spec(spec):
         raise error(f"bad {what} {spec!r}: {expected}")
+    module_name, _, attr = spec.partition(":")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from loss_landscape._util import import_object
+from loss_landscape._util import import_object, is_object_spec
 from loss_landscape.errors import EvaluationError
 
 IGNORE_INDEX = -100
@@ -141,17 +141,27 @@ class BatchMean:
     loss: torch.Tensor
 
 
-def _accuracy(outputs: Any, targets: Optional[torch.Tensor]) -> Pair:
+def hits(outputs: Any, targets: Optional[torch.Tensor], k: int = 1, what: str = "accuracy") -> Pair:
+    """(1 where the target is among the `k` largest logits, weights) of classes (B, C) against (B,) or tokens
+    (B, T, V) against (B, T), tokens equal to `IGNORE_INDEX` weighing 0; float64. `k` = 1 is the argmax."""
     logits, y = logits_of(outputs), targets
     if y is None:
-        raise EvaluationError("accuracy needs targets, but the data have none")
+        raise EvaluationError(f"{what} needs targets, but the data have none")
     if logits.dim() == 3 and y.shape == logits.shape[:2]:
-        correct = (logits.argmax(dim=2) == y).to(torch.float64)
-        return correct, (y != IGNORE_INDEX).to(torch.float64)
-    if logits.dim() != 2 or y.shape != logits.shape[:1]:
-        raise EvaluationError(f"accuracy expects logits (B, C) and class indices (B,), or (B, T, V) and (B, T), "
+        weights = (y != IGNORE_INDEX).to(torch.float64)
+    elif logits.dim() == 2 and y.shape == logits.shape[:1]:
+        weights = torch.ones(y.shape, dtype=torch.float64, device=y.device)
+    else:
+        raise EvaluationError(f"{what} expects logits (B, C) and class indices (B,), or (B, T, V) and (B, T), "
                               f"found {tuple(logits.shape)} and {tuple(y.shape)}")
-    return (logits.argmax(dim=1) == y).to(torch.float64), torch.ones(len(y), dtype=torch.float64, device=y.device)
+    if k == 1:
+        return (logits.argmax(dim=-1) == y).to(torch.float64), weights
+    top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+    return (top == y.unsqueeze(-1)).any(dim=-1).to(torch.float64), weights
+
+
+def _accuracy(outputs: Any, targets: Optional[torch.Tensor]) -> Pair:
+    return hits(outputs, targets)
 
 
 @dataclass(frozen=True)
@@ -223,14 +233,12 @@ def resolve_loss(name: str) -> Loss:
     if ":" in name:
         fn = import_object(name, what="loss", expected="expected 'pkg.module:fn' importable from the current "
                            "directory, fn(outputs, targets) returning per-sample losses", error=EvaluationError)
-        if not callable(fn):
-            raise EvaluationError(f"loss {name!r} is a {type(fn).__name__}: expected a function (outputs, targets)")
         return Loss(name, fn)
     raise EvaluationError(f"unknown loss {name!r}: expected one of {', '.join(LOSSES)} or 'pkg.module:fn'")
 
 
 def check_loss_name(name: str) -> str:
     """`name` if it names a built-in loss or has the ``pkg.module:fn`` form (imported later); for argparse."""
-    if name in _BUILTIN or (isinstance(name, str) and name.count(":") == 1 and all(name.split(":"))):
+    if name in _BUILTIN or (isinstance(name, str) and is_object_spec(name)):
         return name
     raise EvaluationError(f"unknown loss {name!r}: expected one of {', '.join(LOSSES)} or 'pkg.module:fn'")

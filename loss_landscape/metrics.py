@@ -28,30 +28,14 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from loss_landscape._util import import_object
+from loss_landscape._util import import_object, is_object_spec
 from loss_landscape.errors import EvaluationError
-from loss_landscape.losses import IGNORE_INDEX, Loss, logits_of
+from loss_landscape.losses import Loss, hits
 
 METRICS = ("accuracy", "top5", "perplexity", "error")
 # Names a metric cannot take: they are the datasets of the loss group and of the eigenvalue maps.
 RESERVED = ("loss", "acc", "done", "max_eig", "min_eig", "eig_ratio")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
-
-
-def _topk(outputs: Any, targets: Optional[torch.Tensor], k: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = logits_of(outputs)
-    if targets is None:
-        raise EvaluationError(f"metric {name} needs targets, but the data have none")
-    if logits.dim() == 3 and targets.shape == logits.shape[:2]:
-        weights = (targets != IGNORE_INDEX).to(torch.float64)
-    elif logits.dim() == 2 and targets.shape == logits.shape[:1]:
-        weights = torch.ones(targets.shape, dtype=torch.float64, device=targets.device)
-    else:
-        raise EvaluationError(f"metric {name} expects logits (B, C) and class indices (B,), or (B, T, V) and "
-                              f"(B, T), found {tuple(logits.shape)} and {tuple(targets.shape)}")
-    top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
-    hit = (top == targets.unsqueeze(-1)).any(dim=-1).to(torch.float64)
-    return hit, weights
 
 
 @dataclass(frozen=True)
@@ -87,11 +71,11 @@ class Metric:
 
 def _builtin(name: str) -> Metric:
     if name == "accuracy":
-        return Metric("accuracy", "accuracy", lambda o, t: _topk(o, t, 1, "accuracy"), scale=100.0)
+        return Metric("accuracy", "accuracy", lambda o, t: hits(o, t, 1, "metric accuracy"), scale=100.0)
     if name == "error":
-        return Metric("error", "error", lambda o, t: _topk(o, t, 1, "error"), scale=-100.0, offset=100.0)
+        return Metric("error", "error", lambda o, t: hits(o, t, 1, "metric error"), scale=-100.0, offset=100.0)
     if name == "top5":
-        return Metric("top5", "top5", lambda o, t: _topk(o, t, 5, "top5"), scale=100.0)
+        return Metric("top5", "top5", lambda o, t: hits(o, t, 5, "metric top5"), scale=100.0)
     return Metric("perplexity", "perplexity", of_loss=True)
 
 
@@ -117,8 +101,6 @@ def resolve_metric(spec: str) -> Metric:
     name, _, target = spec.rpartition("=")
     fn = import_object(target, what="metric", expected="expected 'pkg.module:fn' importable from the current "
                        "directory, fn(outputs, targets) returning per-sample values", error=EvaluationError)
-    if not callable(fn):
-        raise EvaluationError(f"metric {spec!r} is a {type(fn).__name__}: expected a function (outputs, targets)")
     return Metric(check_metric_name(name or target.rpartition(":")[2], spec), spec, fn)
 
 
@@ -127,7 +109,7 @@ def check_metric_spec(spec: str) -> str:
     if spec in METRICS:
         return spec
     name, _, target = spec.rpartition("=")
-    if target.count(":") == 1 and all(target.split(":")):
+    if is_object_spec(target):
         check_metric_name(name or target.rpartition(":")[2], spec)
         return spec
     raise EvaluationError(f"unknown metric {spec!r}: expected one of {', '.join(METRICS)}, 'pkg.module:fn' or "

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from loss_landscape._util import atomic_write
+from loss_landscape.examples import _cli
 
 CONTEXT = 32
 N_SEQUENCES = 5000
@@ -260,17 +261,11 @@ def train(out_path: Optional[str] = None, *, steps: int = DEFAULT_STEPS, seed: i
 
 def get_args_parser(add_help: bool = True, *, prog: str = "python -m loss_landscape.examples.charlm",
                     steps: int = DEFAULT_STEPS) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, add_help=add_help, description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="where to save the trained state dict (torch.save)")
-    p.add_argument("--steps", type=int, default=steps, help=f"Adam steps (default: {steps})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (default: 0)")
-    return p
+    return _cli.get_args_parser(prog=prog, description=__doc__.split("\n\n")[0], steps=steps, add_help=add_help)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_args_parser().parse_args(argv)
-    if args.steps < 0:
-        raise SystemExit(f"--steps must be >= 0, found {args.steps}")
+    args = _cli.parse_args(get_args_parser(), argv)
     r = train(args.out, steps=args.steps, seed=args.seed)
     print(f"trained {args.steps} steps in {r['seconds']:.1f} s; text sha256 {text_sha256()[:12]}; "
           f"train loss {r['train_loss']:.4f}, test loss {r['test_loss']:.4f} (nats per character); saved {args.out}")

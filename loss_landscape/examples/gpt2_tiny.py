@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any, Optional, Sequence
 
@@ -37,7 +36,7 @@ import torch
 from torch import nn
 
 from loss_landscape._util import atomic_write
-from loss_landscape.examples import charlm
+from loss_landscape.examples import _cli, charlm
 
 N_LAYER = 2
 N_HEAD = 2
@@ -134,14 +133,10 @@ def mean_loss(net: nn.Module, data: dict[str, torch.Tensor], batch_size: int = 5
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m loss_landscape.examples.gpt2_tiny",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="where to save the state dict (torch.save)")
-    p.add_argument("--steps", type=int, default=0, help="Adam steps before saving (default: 0, the initial weights)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (default: 0)")
-    args = p.parse_args(argv)
-    if args.steps < 0:
-        raise SystemExit(f"--steps must be >= 0, found {args.steps}")
+    parser = _cli.get_args_parser(prog="python -m loss_landscape.examples.gpt2_tiny",
+                                  description=__doc__.split("\n\n")[0], steps=0,
+                                  steps_help="Adam steps before saving (default: 0, the initial weights)")
+    args = _cli.parse_args(parser, argv)
     r = train(args.out, steps=args.steps, seed=args.seed)
     print(f"{args.steps} training steps in {r['seconds']:.1f} s; train loss {r['train_loss']:.4f}, test loss "
           f"{r['test_loss']:.4f} (nats per character); saved {args.out}")

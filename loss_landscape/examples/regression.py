@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from typing import Optional, Sequence
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from loss_landscape._util import atomic_write
+from loss_landscape.examples import _cli
 
 N_TRAIN = 1000
 N_TEST = 250
@@ -145,14 +145,9 @@ def train(out_path: Optional[str] = None, *, steps: int = DEFAULT_STEPS, seed: i
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m loss_landscape.examples.regression",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="where to save the trained state dict (torch.save)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"Adam steps (default: {DEFAULT_STEPS})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (default: 0)")
-    args = p.parse_args(argv)
-    if args.steps < 0:
-        raise SystemExit(f"--steps must be >= 0, found {args.steps}")
+    parser = _cli.get_args_parser(prog="python -m loss_landscape.examples.regression",
+                                  description=__doc__.split("\n\n")[0], steps=DEFAULT_STEPS)
+    args = _cli.parse_args(parser, argv)
     r = train(args.out, steps=args.steps, seed=args.seed)
     print(f"trained {args.steps} steps in {r['seconds']:.1f} s; train log-cosh {r['train_loss']:.5f}, test log-cosh "
           f"{r['test_loss']:.5f}, test MAE {r['test_mae']:.4f}; saved {args.out}")
