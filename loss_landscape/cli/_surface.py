@@ -175,6 +175,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--vmax", type=float, default=10.0, help="2D: highest contour level")
     g.add_argument("--vmin", type=float, default=0.1, help="2D: lowest contour level")
     g.add_argument("--vlevel", type=float, default=0.5, help="2D: spacing of contour levels")
+    g.add_argument("--preview", type=argtypes.pos_float, default=None, metavar="SECONDS",
+                   help="while computing, redraw <surf_file>_preview.png from the complete coarse sub-grid every "
+                        "SECONDS (default: off)")
     g.add_argument("--log", action="store_true", help="logarithmic loss in the plots (default: off)")
     g.add_argument("--show", action="store_true", help="open the figures in a window (default: off)")
     return p
@@ -242,7 +245,8 @@ def execute(args: argparse.Namespace, request, *, eigen=None, plot=None) -> int:
         job = prepare(request, comm=comm, log=log)
         context.surf_file = job.surf_file
         start = time.time()
-        surface = run(job, comm=comm, progress=not args.quiet, log=log, eigen=eigen)
+        surface = run(job, comm=comm, progress=not args.quiet, log=log, eigen=eigen,
+                      preview=getattr(args, "preview", None) or 0.0)
         if comm is not None and comm.Get_rank() != 0:
             return 0
         log(f"done in {time.time() - start:.1f} s: {job.surf_file}")

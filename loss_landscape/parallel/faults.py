@@ -5,7 +5,8 @@ for example ``2:midrun:exception`` (rank 2 raises at its second chunk) or ``0:fl
 
 - PHASE: ``setup`` (loading the model, a step every rank takes), ``evaluator`` (building the per-rank
   evaluator), ``midrun`` (before computing a chunk), ``flush`` (rank 0: before writing to the surface file;
-  a worker: before handing its results to rank 0).
+  a worker: before handing its results to rank 0), ``write`` (rank 0: before buffering each point's result, so
+  N counts points).
 - ACTION: ``exception`` (a RuntimeError worded like a CUDA out-of-memory error), ``sigkill``, ``sigstop``,
   ``sigterm`` (sent by the process to itself).
 - N: the N-th time the rank reaches the phase (default 1; ``midrun`` defaults to 2, so some results exist).
@@ -21,7 +22,7 @@ import sys
 import time
 
 ENV = "LOSS_LANDSCAPE_FAULT"
-PHASES = ("setup", "evaluator", "midrun", "flush")
+PHASES = ("setup", "evaluator", "midrun", "flush", "write")
 ACTIONS = ("exception", "sigkill", "sigstop", "sigterm")
 
 

@@ -141,6 +141,7 @@ def _run_serial(chunks, compute, sink, flush_every, progress) -> RunStats:
             results = compute(chunk)
             t0 = time.perf_counter()
             for flat, values in results:
+                faults.fire("write", 0)
                 sink.write(flat, values)
             stats.computed += len(chunk)
             stats.written += len(results)
@@ -211,6 +212,7 @@ class _Server:
                 self.stats.duplicates += 1
                 continue
             self.seen.add(flat)
+            faults.fire("write", 0)
             self.sink.write(flat, values)
             self.stats.written += 1
         if self.progress and results:

@@ -10,6 +10,7 @@ import numpy as np
 from loss_landscape.plotting.figures import plt  # the headless backend is chosen there
 from matplotlib.lines import Line2D
 from loss_landscape.surface.spread import band_statistics
+from loss_landscape.plotting.preview import preview_surface
 from loss_landscape.surface.reader import Surface
 from loss_landscape.errors import SurfaceError
 
@@ -141,6 +142,7 @@ def loss_acc_figure(surface: Surface, *, surf_name: str = "train_loss", xmin: fl
     Example:
         >>> fig = loss_acc_figure(read_surface("surf.h5"), log=True)  # doctest: +SKIP
     """
+    surface, note = preview_surface(surface)  # a file still being computed: its complete sub-grid, interpolated
     names = _single_names(surface, surf_name)
     x = surface.x
     fig, ax = plt.subplots(figsize=(6, 4.2))
@@ -159,7 +161,8 @@ def loss_acc_figure(surface: Surface, *, surf_name: str = "train_loss", xmin: fl
         ax.tick_params("y", colors=LOSS_COLOR)
         _acc_axis(ax_acc, color=ACC_COLOR)
     _legend_below(ax, handles, [h.get_label() for h in handles], ncol=len(handles))
-    ax.set_title(title or os.path.basename(surface.path), fontsize=7)
+    title = title or os.path.basename(surface.path)
+    ax.set_title(f"{title}\n{note}" if note else title, fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -182,6 +185,7 @@ def loss_err_figure(surface: Surface, *, xmin: float | None = None, xmax: float 
         >>> fig.axes[1].get_lines()[0].get_ydata()  # 100 - train_acc  # doctest: +SKIP
     """
     check_1d(surface)
+    surface, note = preview_surface(surface)
     sets = [n[: -len("_loss")] for n in LOSS_NAMES if n in surface.values and accuracy_name(n) in surface.values]
     if not sets:
         raise SurfaceError(f"{surface.path} has no loss with its accuracy; it has {', '.join(sorted(surface.values))}")
@@ -199,7 +203,8 @@ def loss_err_figure(surface: Surface, *, xmin: float | None = None, xmax: float 
     ax_err.set_ylim(0, 100)
     ax_err.set_xlabel("step along the direction")
     ax_err.set_ylabel("error (%)")
-    fig.suptitle(title or os.path.basename(surface.path), fontsize=7)
+    title = title or os.path.basename(surface.path)
+    fig.suptitle(f"{title}\n{note}" if note else title, fontsize=7)
     fig.tight_layout()
     if len(keys) > 1:
         fig.legend(handles=keys, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(keys), fontsize=8,

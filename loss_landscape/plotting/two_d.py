@@ -14,6 +14,7 @@ from loss_landscape.plotting.figures import save_figure  # picks the headless ba
 import matplotlib.pyplot as plt
 from matplotlib.colors import Normalize
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+from loss_landscape.plotting.preview import preview_surface
 from loss_landscape.surface.reader import Surface
 from loss_landscape.errors import SurfaceError
 
@@ -158,7 +159,7 @@ def _surface_3d(ax, x: np.ndarray, y: np.ndarray, z: np.ndarray, norm: Normalize
 def figure_2d(kind: str, x: np.ndarray, y: np.ndarray, z: np.ndarray, *, levels: np.ndarray,
               zlim: float = 10.0, name: str = "train_loss", labels: tuple[str, str] = ("x", "y"),
               trajectory: tuple[np.ndarray, np.ndarray] | None = None,
-              critical: Sequence[dict] | None = None) -> plt.Figure:
+              critical: Sequence[dict] | None = None, subtitle: str = "") -> plt.Figure:
     """Builds one figure of a 2D surface and returns it (not saved, not closed).
 
     Args:
@@ -170,6 +171,7 @@ def figure_2d(kind: str, x: np.ndarray, y: np.ndarray, z: np.ndarray, *, levels:
         name: what z is, for the title and colour bar. labels: axis labels.
         trajectory: (xs, ys) or (xs, ys, epochs) drawn on the 2D kinds, epochs labelling some points;
             critical: points from surface_stats.critical_points, marked on "contour" and "3d".
+        subtitle: a second title line (a preview's note).
 
     Example:
         >>> g = np.linspace(-1, 1, 11)
@@ -181,7 +183,8 @@ def figure_2d(kind: str, x: np.ndarray, y: np.ndarray, z: np.ndarray, *, levels:
     note = _note(zm, name)
     varies = note is None or note.startswith("constant")  # something finite to draw
     if kind == "3d":
-        return _figure_3d(x, y, zm, zlim=zlim, name=name, labels=labels, critical=critical, note=note)
+        return _figure_3d(x, y, zm, zlim=zlim, name=name, labels=labels, critical=critical, note=note,
+                          subtitle=subtitle)
     fig, ax = plt.subplots(figsize=(6.4, 5))
     if kind == "contour":
         if note is None:
@@ -211,12 +214,12 @@ def figure_2d(kind: str, x: np.ndarray, y: np.ndarray, z: np.ndarray, *, levels:
                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "grey"})
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
-    ax.set_title(name, fontsize=9)
+    ax.set_title(f"{name}\n{subtitle}" if subtitle else name, fontsize=9)
     return fig
 
 
 def _figure_3d(x, y, zm: np.ma.MaskedArray, *, zlim: float, name: str, labels: tuple[str, str],
-               critical: Sequence[dict] | None, note: Optional[str]) -> plt.Figure:
+               critical: Sequence[dict] | None, note: Optional[str], subtitle: str = "") -> plt.Figure:
     fig = plt.figure(figsize=(7.2, 5.4))
     # computed_zorder=False: markers stay on top of the surface instead of being depth-sorted behind it
     ax = fig.add_subplot(projection="3d", computed_zorder=False)
@@ -240,7 +243,8 @@ def _figure_3d(x, y, zm: np.ma.MaskedArray, *, zlim: float, name: str, labels: t
     ax.set_zlabel(name)
     ax.tick_params(labelsize=7)
     clipped = bool(np.nanmax(zm.filled(np.nan)) > zlim) if finite.size else False
-    ax.set_title(f"{name}{f' (clipped at {zlim:g})' if clipped else ''}", fontsize=9)
+    title = f"{name}{f' (clipped at {zlim:g})' if clipped else ''}"
+    ax.set_title(f"{title}\n{subtitle}" if subtitle else title, fontsize=9)
     _legend(ax)
     if note:
         ax.text2D(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=9,
@@ -265,6 +269,7 @@ def plot_2d(surface: Surface, *, surf_name: str = "train_loss", kinds: Sequence[
         ['surf_train_loss_2dcontour.png', 'surf_train_loss_2dcontourf.png', 'surf_train_loss_2dheat.png',
          'surf_train_loss_3dsurface.png']
     """
+    surface, note = preview_surface(surface)  # a file still being computed: its complete sub-grid, interpolated
     z = surface_values(surface, surf_name)
     check_levels(vmin, vmax, vlevel)
     bad = [k for k in kinds if k not in KINDS]
@@ -282,7 +287,7 @@ def plot_2d(surface: Surface, *, surf_name: str = "train_loss", kinds: Sequence[
     files = []
     for kind in kinds:
         fig = figure_2d(kind, surface.x, surface.y, z, levels=levels, zlim=zlim, name=name, labels=labels,
-                        trajectory=trajectory, critical=critical)
+                        trajectory=trajectory, critical=critical, subtitle=note)
         files.append(save_figure(fig, f"{prefix}_{surf_name}_{SUFFIXES[kind]}.{fmt}", show=show, dpi=dpi))
     return files
 

@@ -170,6 +170,7 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
                     eval_samples: int = 0, eval_seed: int = 0, device: torch.device | str = "cpu", comm: Any = None, flush_every: float = 5.0,
                     chunk_size: Optional[int] = None,
                     progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
+                    on_flush: Optional[Callable[[SurfaceFile], None]] = None,
                     log: Callable[[str], None] = lambda line: None) -> Optional[Surface]:
     """Fills `surf_file` with the loss and accuracy at every grid point, resuming what is missing.
 
@@ -191,6 +192,8 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
         comm: mpi4py communicator or None.
         flush_every: seconds between crash-safe flushes.
         progress: factory (done_before, total) -> callback(n) for a progress display, rank 0 only.
+        on_flush: called on rank 0 with the open `SurfaceFile` after each durable write (a preview picture:
+            `SurfaceFile.snapshot`); points go coarse to fine (`surface.order`).
         log: where rank 0 reports lost ranks and what it wrote.
 
     Returns:
@@ -219,7 +222,7 @@ def compute_surface(model: nn.Module, data: EvalData, directions: Directions, gr
     prov = Provenance(dir_file=dir_file, model_file=model_file, world_size=world, batch_size=evaluator.batch_size,
                       device=str(device), extra=extra)
     return fill_surface(evaluator, job, list(evaluator.groups.values()), surf_file, provenance=prov, comm=comm,
-                        flush_every=flush_every, chunk_size=chunk_size, progress=progress, log=log)
+                        flush_every=flush_every, chunk_size=chunk_size, progress=progress, on_flush=on_flush, log=log)
 
 
 def build_evaluator(comm: Any, make: Callable[[], Any], *, log: Callable[[str], None] = print) -> Any:
@@ -237,6 +240,7 @@ def build_evaluator(comm: Any, make: Callable[[], Any], *, log: Callable[[str], 
 def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str | ValueGroup], surf_file: str, *, provenance: Provenance,
                  comm: Any = None, flush_every: float = 5.0, chunk_size: Optional[int] = None,
                  progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
+                 on_flush: Optional[Callable[[SurfaceFile], None]] = None,
                  log: Callable[[str], None] = lambda line: None) -> Optional[Surface]:
     """Opens (or resumes) `surf_file` for `job` on rank 0 and has all ranks evaluate its missing points.
 
@@ -246,7 +250,7 @@ def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str | ValueGr
         job: what the file holds (a reopened file must match it).
         groups: the value groups to fill: `ValueGroup`s, or names of the fixed ones (``train``, ``test``, ``eig``;
             see `surface.grid.GROUP_DATASETS`).
-        surf_file, comm, flush_every, chunk_size, progress, log: as in `compute_surface`.
+        surf_file, comm, flush_every, chunk_size, progress, on_flush, log: as in `compute_surface`.
         provenance: recorded in the file.
 
     Returns:
@@ -260,7 +264,8 @@ def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str | ValueGr
         callback = None
         if rank == 0 and progress is not None:
             callback = progress(job.grid.size - len(tasks), job.grid.size)
-        stats = run_tasks(tasks, evaluator, surf, comm=comm, chunk_size=chunk_size, flush_every=flush_every,
+        sink = surf if surf is None or on_flush is None else _Watched(surf, on_flush)
+        stats = run_tasks(tasks, evaluator, sink, comm=comm, chunk_size=chunk_size, flush_every=flush_every,
                           progress=callback, log=log)
         if rank == 0 and stats.written:
             log(f"points written: {stats.written}"
@@ -271,3 +276,19 @@ def fill_surface(evaluator: Any, job: SurfaceJob, groups: Sequence[str | ValueGr
         if surf is not None:
             surf.close()
     return read_surface(surf_file) if rank == 0 else None
+
+
+class _Watched:
+    """A `SurfaceFile` as the scheduler's sink that calls `on_flush(surf)` after each flush that wrote points."""
+
+    def __init__(self, surf: SurfaceFile, on_flush: Callable[[SurfaceFile], None]):
+        self.surf, self.on_flush = surf, on_flush
+
+    def write(self, flat: int, values: dict) -> None:
+        self.surf.write(flat, values)
+
+    def flush(self) -> int:
+        n = self.surf.flush()
+        if n:
+            self.on_flush(self.surf)
+        return n

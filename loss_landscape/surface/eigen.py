@@ -153,6 +153,7 @@ def compute_eigen_surface(model: nn.Module, data: EvalData, directions: Directio
                           device: torch.device | str = "cpu", comm: Any = None, flush_every: float = 5.0,
                           chunk_size: Optional[int] = None,
                           progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
+                          on_flush: Optional[Callable[[Any], None]] = None,
                           log: Callable[[str], None] = lambda line: None) -> Optional[Surface]:
     """Fills `surf_file` with max_eig and min_eig at every grid point, resuming what is missing.
 
@@ -182,4 +183,4 @@ def compute_eigen_surface(model: nn.Module, data: EvalData, directions: Directio
     prov = Provenance(dir_file=dir_file, model_file=model_file, world_size=world, batch_size=evaluator.batch_size,
                       device=str(device), extra=extra)
     return fill_surface(evaluator, job, ("eig",), surf_file, provenance=prov, comm=comm, flush_every=flush_every,
-                        chunk_size=chunk_size, progress=progress, log=log)
+                        chunk_size=chunk_size, progress=progress, on_flush=on_flush, log=log)

@@ -38,7 +38,8 @@ import h5py
 import numpy as np
 
 from loss_landscape.errors import SurfaceError
-from loss_landscape.surface.reader import file_groups
+from loss_landscape.surface.order import coarse_to_fine
+from loss_landscape.surface.reader import Surface, file_groups
 from loss_landscape.surface.storage import h5_reason, open_hdf5, remove_stale_temp_files, replace_with
 from loss_landscape.version import code_version
 from loss_landscape.surface.grid import (FORMAT, FORMAT_VERSION, GROUP_DATASETS, GROUPS, MAX_RUNS, Grid, Provenance,
@@ -311,11 +312,12 @@ class SurfaceFile:
     # -- progress -----------------------------------------------------------------------------------------
 
     def pending(self, groups: Iterable[str]) -> list[tuple[int, tuple[str, ...]]]:
-        """Points still missing for any of `groups`, each with the groups it lacks, in order."""
+        """Points still missing for any of `groups`, each with the groups it lacks, coarse sub-grids first
+        (`surface.order.coarse_to_fine`), so a stopped run holds a complete sub-grid and a resumed one keeps the order."""
         groups = list(groups)
         out = []
         flat_done = {g: self._done[g].ravel() for g in groups}
-        for flat in range(self.job.grid.size):
+        for flat in coarse_to_fine(self.job.grid.shape).tolist():
             need = tuple(g for g in groups if not flat_done[g][flat])
             if need:
                 out.append((flat, need))
@@ -323,6 +325,19 @@ class SurfaceFile:
 
     def done_count(self, group: str) -> int:
         return int(self._done[group].sum())
+
+    def snapshot(self) -> Surface:
+        """What is on disk now, as `read_surface` would give it (values not done are NaN), from the in-memory
+        copies: a preview while the file is open for writing."""
+        values, computed = {}, {}
+        for group, names in self._datasets.items():
+            for name in names:
+                arr = self._values[name].copy()
+                arr[~self._done[group]] = np.nan
+                values[name], computed[name] = arr, self._done[group].copy()
+        grid = self.job.grid
+        y = None if grid.y is None else grid.y.coordinates()
+        return Surface(self.path, grid.x.coordinates(), y, values, dict(self._f.attrs), computed=computed)
 
     # -- writing ------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
@@ -321,12 +322,43 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
     return PreparedJob(req, device, data, model, model_file, model_sha, directions, dir_file, grid, surf_file)
 
 
+def preview_hook(surf_file: str, seconds: float, log: Callable[..., None] = print) -> Callable[[Any], None]:
+    """An `on_flush` callback that redraws ``<surf_file>_preview.png`` (`plotting.live`) from the file's complete
+    sub-grid at most every `seconds`, and once more when the surface is complete. A failure to draw is reported once
+    and the computation goes on without previews."""
+    from loss_landscape.plotting.live import preview_file, write_preview
+    path = preview_file(surf_file)
+    state = {"last": time.monotonic(), "off": False, "said": False}
+
+    def hook(surf) -> None:
+        if state["off"]:
+            return
+        snap = surf.snapshot()
+        complete = all(np.asarray(m).all() for m in snap.computed.values())
+        now = time.monotonic()
+        if not complete and now - state["last"] < seconds:
+            return
+        state["last"] = now
+        try:
+            write_preview(snap, path)
+        except Exception as e:  # a picture must never cost the surface
+            state["off"] = True
+            log(f"warning: preview {path} not drawn ({type(e).__name__}: {e}); computing goes on without previews")
+            return
+        if not state["said"]:
+            state["said"] = True
+            log(f"preview: {path} (redrawn every {seconds:g} s)")
+
+    return hook
+
+
 def run(job: PreparedJob, *, comm: Any = None, progress: bool = True, log: Callable[..., None] = print,
-        eigen: Any = None) -> Optional[Surface]:
+        eigen: Any = None, preview: float = 0.0) -> Optional[Surface]:
     """Computes the job's surface (resuming), with a progress bar on rank 0.
 
     With `eigen` (a `surface.eigen.EigenSettings`) the file gets the Hessian's max_eig and min_eig at each
-    point instead of losses.
+    point instead of losses. With `preview` > 0, rank 0 redraws a preview picture every `preview` seconds
+    (`preview_hook`).
     """
     world = rank_and_size(comm)[1]
     bar_holder = {}
@@ -342,7 +374,9 @@ def run(job: PreparedJob, *, comm: Any = None, progress: bool = True, log: Calla
     common = dict(model_name=job.request.model, model_sha256=job.model_sha256, model_file=job.model_file,
                   dir_file=job.dir_file, data_split=job.request.data_split, split_idx=job.request.split_idx,
                   device=job.device, comm=comm, flush_every=job.request.flush_every,
-                  chunk_size=job.request.chunk_size, progress=_progress, log=log)
+                  chunk_size=job.request.chunk_size, progress=_progress, log=log,
+                  on_flush=preview_hook(job.surf_file, preview, log) if preview > 0 and rank_and_size(comm)[0] == 0
+                  else None)
     try:
         if eigen is not None:
             from loss_landscape.surface.eigen import compute_eigen_surface

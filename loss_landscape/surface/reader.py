@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import h5py
@@ -24,7 +24,8 @@ class Surface:
     """Plain arrays read from a surface file of this tool or of the original one.
 
     ``values[name]`` has shape (nx,) in 1D and (ny, nx) in 2D with [j, i] at (x[i], y[j]);
-    points not computed are NaN.
+    points not computed are NaN. ``computed[name]`` is the boolean mask of the points computed (from the file's done
+    flags; absent for the original's files), which tells a diverged NaN from a point not reached yet.
     """
 
     path: str
@@ -33,6 +34,7 @@ class Surface:
     values: dict
     attrs: dict
     original_layout: bool = False
+    computed: dict = field(default_factory=dict)
 
     @property
     def ndim(self) -> int:
@@ -71,7 +73,7 @@ def read_surface(path: str) -> Surface:
             x = np.asarray(f["xcoordinates"][()], dtype=float)
             y = np.asarray(f["ycoordinates"][()], dtype=float) if "ycoordinates" in f else None
             ours = f.attrs.get("format") == FORMAT
-            values = {}
+            values, computed = {}, {}
             if ours:
                 # Every group's values, masked by its done flags (a group half made by an older version killed
                 # while adding it has no mask: nothing of it was computed).
@@ -81,7 +83,7 @@ def read_surface(path: str) -> Surface:
                         if name in f and isinstance(f[name], h5py.Dataset) and f[name].shape == done.shape:
                             arr = np.array(f[name][()], dtype=float)
                             arr[done] = np.nan
-                            values[name] = arr
+                            values[name], computed[name] = arr, ~done
             else:
                 for name in f:
                     if name.endswith(("_loss", "_acc", "_eig")) and isinstance(f[name], h5py.Dataset):
@@ -103,4 +105,4 @@ def read_surface(path: str) -> Surface:
                 attrs["dir_file"] = d.decode() if isinstance(d, bytes) else str(d)
         except (OSError, KeyError, RuntimeError) as e:
             raise SurfaceError(f"cannot read surface file {path}: {h5_reason(e)}") from None
-    return Surface(path, x, y, values, attrs, original_layout=not ours)
+    return Surface(path, x, y, values, attrs, original_layout=not ours, computed=computed)
