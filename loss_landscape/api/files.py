@@ -67,8 +67,9 @@ def compute_surface(*, model: str = "digits_cnn", model_file: Optional[str] = No
                     adam_mode: Optional[str] = None, adam_eps: Optional[float] = None,
                     surf_file: Optional[str] = None, cuda: bool = False, batch_size: Optional[int] = None,
                     loss_name: str = "crossentropy", metrics: Sequence[str] = (), precision: str = "fp32",
-                    bn_recalibrate: int = 0, channels_last: Optional[bool] = None, compile: bool = False,
-                    eval_samples: int = 0, eval_seed: int = 0, data_mode: str = "auto",
+                    bn_recalibrate: int = 0, channels_last: Optional[bool] = None, compile: Optional[bool] = None,
+                    fold_bn: bool = True, shortcut: bool = True, points_per_pass: int = 1, tolerance: float = 0.0,
+                    tolerance_seed: int = 0, layers: Sequence[str] = (), eval_samples: int = 0, eval_seed: int = 0, data_mode: str = "auto",
                     memory_budget: Optional[float] = None, data_workers: int = 0, flush_every: float = 5.0,
                     chunk_size: Optional[int] = None, rank_timeout: float = 60.0, comm: Any = None,
                     progress: bool = False, log: Optional[Callable[..., None]] = print) -> Optional[Surface]:
@@ -82,7 +83,8 @@ def compute_surface(*, model: str = "digits_cnn", model_file: Optional[str] = No
     Args:
         model, model_file, ...: the flags (x and y as ``"MIN:MAX:NUM"``, (min, max, num) or an `Axis`;
             eval_on as ``"train"``, ``"test"``, ``"both"`` or a tuple; xnorm and friends take ``"none"`` for
-            the command's ``none``; metrics a sequence of --metric values).
+            the command's ``none``; metrics a sequence of --metric values; compile None is ``auto``; layers a
+            sequence of --layers globs).
         rank_timeout: with `comm`, seconds of silence after which a rank counts as lost.
         comm: an mpi4py communicator, to compute across its ranks: every rank calls this function with the
             same arguments (``mpirun -n 4 python script.py``); rank 0 alone writes the file. None: serial, and
@@ -112,7 +114,9 @@ def compute_surface(*, model: str = "digits_cnn", model_file: Optional[str] = No
         ynorm=none.get(ynorm, ynorm), yignore=none.get(yignore, yignore), same_dir=same_dir, seed=seed, idx=idx,
         x=_axis(x, "x"), y=_axis(y, "y"), surf_file=surf_file, cuda=cuda, batch_size=batch_size,
         loss_name=loss_name, metrics=tuple(metrics), precision=precision, bn_recalibrate=bn_recalibrate,
-        channels_last=channels_last, compile=compile, eval_samples=eval_samples, eval_seed=eval_seed,
+        channels_last=channels_last, compile=compile, fold_bn=fold_bn, shortcut=shortcut,
+        points_per_pass=points_per_pass, tolerance=tolerance, tolerance_seed=tolerance_seed,
+        layers=(layers,) if isinstance(layers, str) else tuple(layers), eval_samples=eval_samples, eval_seed=eval_seed,
         data_mode=data_mode, memory_budget=memory_budget, data_workers=data_workers, flush_every=flush_every, chunk_size=chunk_size, axes=axes, hessian_params=hessian_params,
         hessian_tol=hessian_tol, hessian_seed=hessian_seed, opt_file=opt_file, adam_mode=adam_mode,
         adam_eps=adam_eps)

@@ -105,6 +105,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "none for --axes hessian unless --xnorm or --xignore is given)")
     g.add_argument("--yignore", type=_ignore_type, default=None, help="as --xignore for y; default: as --xignore")
     g.add_argument("--same_dir", action="store_true", help="y is the same direction as x (default: off)")
+    g.add_argument("--layers", nargs="+", default=[], metavar="GLOB",
+                   help="move only the tensors whose state-dict names match (layer3, layer3.*, linear.weight): the "
+                        "landscape of one block or of the head; the layers before are computed once (default: all)")
     g.add_argument("--seed", action=_Explicit, type=argtypes.nonneg_int, default=123,
                    help="seed of the random directions")
     g.add_argument("--idx", action=_Explicit, type=argtypes.nonneg_int, default=0,
@@ -151,7 +154,22 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="re-estimate BN statistics at each point from N training batches (0: off)")
     g.add_argument("--channels_last", default="auto", choices=("auto", "on", "off"),
                    help="NHWC memory format for image models (auto: on)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model; pays off on large grids (default: off)")
+    g.add_argument("--compile", nargs="?", const="on", default="auto", choices=("auto", "on", "off"),
+                   help="torch.compile the model: auto compiles when the grid repays the measured compile time "
+                        "(default: auto; --compile alone: on)")
+    g.add_argument("--fold_bn", default="on", choices=("on", "off"),
+                   help="fold eval-mode BatchNorm into the convolution before it at each point: the same values to "
+                        "float rounding, fewer passes over memory (default: on)")
+    g.add_argument("--shortcut", default="on", choices=("on", "off"),
+                   help="compute the layers the directions leave unmoved, and the first moved Linear/Conv layer's "
+                        "three terms, once instead of at every point, within --memory_budget (default: on)")
+    g.add_argument("--points_per_pass", type=argtypes.pos_int, default=1, metavar="P",
+                   help="evaluate P grid points in one batched pass (torch.func.vmap); for small models on GPUs "
+                        "(default: 1)")
+    g.add_argument("--tolerance", type=float, default=0.0, metavar="REL",
+                   help="estimate each point from shuffled batches, stopping when the loss's standard error is below "
+                        "REL x the loss; stores <set>_loss_stderr and <set>_samples (default: 0, exact)")
+    g.add_argument("--tolerance_seed", type=argtypes.nonneg_int, default=0, help="seed of the --tolerance order")
     g.add_argument("--flush_every", type=float, default=5.0, help="seconds between crash-safe writes")
     g.add_argument("--chunk_size", type=argtypes.pos_int, default=None, help="points per scheduling message; default: "
                                                                      "about 8 chunks per rank, at most 16")
@@ -224,6 +242,13 @@ def request_from_args(args: argparse.Namespace, **overrides):
     if hasattr(args, "metrics"):
         values["metrics"] = tuple(args.metrics or ())
     values["channels_last"] = None if args.channels_last == "auto" else args.channels_last == "on"
+    if hasattr(args, "compile"):
+        values["compile"] = None if args.compile == "auto" else args.compile == "on"
+    for name in ("fold_bn", "shortcut"):
+        if hasattr(args, name):
+            values[name] = getattr(args, name) == "on"
+    if hasattr(args, "layers"):
+        values["layers"] = tuple(args.layers or ())
     values.update(overrides)
     return SurfaceRequest(**values)
 

@@ -42,8 +42,12 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error("--eval_on: the Hessian is taken on one set, train or test, not both")
     if args.precision != "fp32":
         parser.error(f"--precision {args.precision}: Hessian-vector products are computed in fp32 only")
-    if args.compile:
+    if args.compile == "on":
         parser.error("--compile does not apply to Hessian-vector products (double backward)")
+    if args.tolerance:
+        parser.error("--tolerance estimates losses: an eigenvalue map's Hessian uses its whole set")
+    if args.points_per_pass > 1:
+        parser.error("--points_per_pass applies to losses, not to Hessian-vector products")
     if getattr(args, "metrics", None):
         parser.error("--metric does not apply to an eigenvalue map (it holds max_eig and min_eig): compute the "
                      "metric's surface with plot_surface.py")

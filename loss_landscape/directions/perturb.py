@@ -41,12 +41,14 @@ class Perturber:
         live = ParamVector.from_model(model, dir_type)
         check_fits(directions, live)
         keep = live.floating()
+        self.names = [live.names[i] for i in keep]
         self.targets = [live[i] for i in keep]
         self.base = [live[i].detach().clone() for i in keep]
         dirs = [directions.x] if directions.y is None else [directions.x, directions.y]
         self.dirs = [[vec[i].to(device=live[i].device, dtype=live[i].dtype) for i in keep] for vec in dirs]
         # adameq surfaces lie on one line: grid point (a, b) is w0 + (a / sqrt(b)) * x (see adam_directions).
-        self._adameq = directions.spec.kind == ADAMEQ and len(self.dirs) == 2
+        self.adameq = directions.spec.kind == ADAMEQ and len(self.dirs) == 2
+        self._adameq = self.adameq
         biggest = max((t.numel() for t in self.targets), default=0)
         self._scratch = {}
         for t in self.targets:  # one scratch buffer per (device, dtype), sized for the largest tensor
@@ -75,6 +77,15 @@ class Perturber:
                 torch.mul(dx, float(a), out=t)
                 t.add_(s)
                 t.add_(w0)
+
+    def moved_by_name(self) -> dict[str, list[torch.Tensor]]:
+        """{name: [dx] or [dx, dy]} of the tensors a direction moves (not all zero), on the model's device."""
+        out = {}
+        for k, name in enumerate(self.names):
+            ds = [d[k] for d in self.dirs]
+            if any(bool(d.any()) for d in ds):
+                out[name] = ds
+        return out
 
     @torch.no_grad()
     def restore_(self) -> None:

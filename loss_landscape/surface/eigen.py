@@ -149,7 +149,7 @@ class EigenEvaluator(GridEvaluator):
 def compute_eigen_surface(model: nn.Module, data: EvalData, directions: Directions, grid: Grid, surf_file: str, *,
                           model_name: str, model_sha256: str = "", model_file: str = "", dir_file: str = "",
                           settings: EigenSettings = EigenSettings(), data_split: int = 1, split_idx: int = 0,
-                          eval_samples: int = 0, eval_seed: int = 0,
+                          eval_samples: int = 0, eval_seed: int = 0, layers: Sequence[str] = (),
                           device: torch.device | str = "cpu", comm: Any = None, flush_every: float = 5.0,
                           chunk_size: Optional[int] = None,
                           progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
@@ -174,6 +174,7 @@ def compute_eigen_surface(model: nn.Module, data: EvalData, directions: Directio
                      model=model_name, model_sha256=model_sha256, dataset=data.name, data_split=data_split,
                      split_idx=split_idx, raw_data=bool(data.info.get("raw_data", False)),
                      loss_name=settings.loss_name, hessian=settings.describe(),
+                     layers=json.dumps(list(layers)) if layers else "",
                      eval_samples=eval_samples, eval_seed=eval_seed if eval_samples else 0,
                      **SurfaceJob.bn_fields(settings.bn_recalibrate, settings.batch_size or default_batch_size(device),
                                             len(data.train)))

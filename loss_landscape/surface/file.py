@@ -185,7 +185,8 @@ def _new_version(new: h5py.File, old: Optional[h5py.File], job: SurfaceJob, grou
         if f"{g.name}_done" not in new:
             _add_group(new, g, job.grid)
     run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "world_size": provenance.world_size,
-           "batch_size": provenance.batch_size, "device": provenance.device, "code_version": code_version()}
+           "batch_size": provenance.batch_size, "device": provenance.device, "code_version": code_version(),
+           **provenance.run}
     if broken:
         run["repaired"] = broken
     runs = _runs(old) + [run]

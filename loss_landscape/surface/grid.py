@@ -49,9 +49,10 @@ class ValueGroup:
 
 
 def value_groups(eval_on: tuple[str, ...], *, accuracy: bool = True,
-                 metrics: tuple[tuple[str, str], ...] = ()) -> tuple[ValueGroup, ...]:
+                 metrics: tuple[tuple[str, str], ...] = (), estimates: bool = False) -> tuple[ValueGroup, ...]:
     """The groups a surface of the sets `eval_on` holds: per set, its loss (and accuracy, where the loss has one)
-    and one group per metric (name, spec).
+    and one group per metric (name, spec). With `estimates` (``--tolerance``) the set's group also holds
+    ``<set>_loss_stderr`` (the standard error of the estimated loss) and ``<set>_samples`` (the samples used).
 
     Example:
         >>> [g.name for g in value_groups(("train",), metrics=(("top5", "top5"),))]
@@ -62,6 +63,8 @@ def value_groups(eval_on: tuple[str, ...], *, accuracy: bool = True,
     out = []
     for split in eval_on:
         quantities = ("loss", "acc") if accuracy else ("loss",)
+        if estimates:
+            quantities += ("loss_stderr", "samples")
         out.append(ValueGroup(split, tuple(f"{split}_{q}" for q in quantities), split, quantities))
         for name, spec in metrics:
             out.append(ValueGroup(f"{split}_{name}", (f"{split}_{name}",), split, (name,), spec))
@@ -189,6 +192,12 @@ class SurfaceJob:
     eval_samples: int = 0  # a fixed subset of this many samples of each set (0: all), chosen by eval_seed
     eval_seed: int = 0
     hessian: str = ""  # eigenvalue maps: how the eigenvalues are computed (set, parameters, tolerance)
+    # Estimates (--tolerance): each point stops once the loss's standard error is below tolerance x its mean, its
+    # batches (of tolerance_batch_size) taken in the order tolerance_seed shuffles the set into. 0: exact.
+    tolerance: float = 0.0
+    tolerance_seed: int = 0
+    tolerance_batch_size: int = 0
+    layers: str = ""  # --layers: the directions keep only the tensors these globs name (JSON list; "": all)
 
     @staticmethod
     def bn_fields(batches: int, batch_size: int, n_train: int) -> dict:
@@ -221,7 +230,8 @@ class Provenance:
     world_size: int = 1
     batch_size: int = 0
     device: str = "cpu"
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # file attributes, written when the file is made
+    run: dict = field(default_factory=dict)  # facts of this run, added to its entry of the ``runs`` history
 
 
 def job_field_names() -> list[str]:

@@ -10,7 +10,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,9 @@ class PreparedJob:
         r = self.request
         return EvalSettings(eval_on=r.eval_on, loss_name=r.loss_name, metrics=tuple(r.metrics),
                             batch_size=r.batch_size, precision=r.precision, bn_recalibrate=r.bn_recalibrate,
-                            channels_last=r.channels_last, compile=r.compile, data_mode=r.data_mode,
+                            channels_last=r.channels_last, compile=r.compile, fold_bn=r.fold_bn,
+                            shortcut=r.shortcut, points_per_pass=r.points_per_pass, tolerance=r.tolerance,
+                            tolerance_seed=r.tolerance_seed, data_mode=r.data_mode,
                             memory_budget=None if r.memory_budget is None else int(r.memory_budget * 2**30),
                             data_workers=r.data_workers)
 
@@ -116,6 +118,10 @@ def default_surf_file(dir_file: str, dataset: str, grid: Grid, req: SurfaceReque
         parts.append(f"bn{req.bn_recalibrate}")
     if req.precision != "fp32":
         parts.append(req.precision)
+    if req.layers:
+        parts.append("layers_" + _sanitize("+".join(req.layers)))
+    if req.tolerance:
+        parts.append(f"tol{req.tolerance:g}" + (f"s{req.tolerance_seed}" if req.tolerance_seed else ""))
     if req.surf_tag:
         parts.append(_sanitize(req.surf_tag))
     return f"{base}.surf-{'-'.join(parts)}.h5"
@@ -317,18 +323,34 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
     directions = everywhere(comm, lambda: root_dirs if rank == 0 else open_directions(
         dir_file, model, spec, asked=asked, strict_model=req.dir_file is None, log=log))
 
+    if req.layers:
+        directions = restrict_to_layers(directions, req.layers, log=log if rank == 0 else lambda line: None)
     grid = Grid(req.x, req.y)
     surf_file = req.surf_file or default_surf_file(dir_file, dataset, grid, req)
     return PreparedJob(req, device, data, model, model_file, model_sha, directions, dir_file, grid, surf_file)
 
 
+def restrict_to_layers(directions: Directions, layers: Sequence[str], *, log: Callable[..., None] = print) -> Directions:
+    """`directions` moving only the tensors whose names `layers` match (`directions.layers`); the direction file
+    keeps the whole directions, and the surface job records the globs (its directions checksum differs)."""
+    from loss_landscape.directions.layer_select import match_layers, restrict
+    try:
+        keep = match_layers(directions.x.names, layers)
+    except ValueError as e:
+        raise DirectionError(f"--layers: {e}") from None
+    log(f"--layers {' '.join(layers)}: {sum(keep)} of {len(keep)} direction tensors move")
+    return replace(directions, x=restrict(directions.x, keep),
+                   y=None if directions.y is None else restrict(directions.y, keep))
+
+
 def preview_hook(surf_file: str, seconds: float, log: Callable[..., None] = print) -> Callable[[Any], None]:
     """An `on_flush` callback that redraws ``<surf_file>_preview.png`` (`plotting.live`) from the file's complete
-    sub-grid at most every `seconds`, and once more when the surface is complete. A failure to draw is reported once
-    and the computation goes on without previews."""
+    sub-grid at most every `seconds` (and at most a tenth of rank 0's time: never sooner than ten times the last
+    drawing took), and once more when the surface is complete. A failure to draw is reported once and the
+    computation goes on without previews."""
     from loss_landscape.plotting.live import preview_file, write_preview
     path = preview_file(surf_file)
-    state = {"last": time.monotonic(), "off": False, "said": False}
+    state = {"last": time.monotonic(), "off": False, "said": False, "gap": seconds}
 
     def hook(surf) -> None:
         if state["off"]:
@@ -336,15 +358,16 @@ def preview_hook(surf_file: str, seconds: float, log: Callable[..., None] = prin
         snap = surf.snapshot()
         complete = all(np.asarray(m).all() for m in snap.computed.values())
         now = time.monotonic()
-        if not complete and now - state["last"] < seconds:
+        if not complete and now - state["last"] < state["gap"]:
             return
-        state["last"] = now
         try:
             write_preview(snap, path)
         except Exception as e:  # a picture must never cost the surface
             state["off"] = True
             log(f"warning: preview {path} not drawn ({type(e).__name__}: {e}); computing goes on without previews")
             return
+        state["last"] = time.monotonic()
+        state["gap"] = max(seconds, 10 * (state["last"] - now))
         if not state["said"]:
             state["said"] = True
             log(f"preview: {path} (redrawn every {seconds:g} s)")
@@ -373,7 +396,7 @@ def run(job: PreparedJob, *, comm: Any = None, progress: bool = True, log: Calla
 
     common = dict(model_name=job.request.model, model_sha256=job.model_sha256, model_file=job.model_file,
                   dir_file=job.dir_file, data_split=job.request.data_split, split_idx=job.request.split_idx,
-                  device=job.device, comm=comm, flush_every=job.request.flush_every,
+                  layers=job.request.layers, device=job.device, comm=comm, flush_every=job.request.flush_every,
                   chunk_size=job.request.chunk_size, progress=_progress, log=log,
                   on_flush=preview_hook(job.surf_file, preview, log) if preview > 0 and rank_and_size(comm)[0] == 0
                   else None)

@@ -52,7 +52,13 @@ class SurfaceRequest:
     precision: str = "fp32"
     bn_recalibrate: int = 0
     channels_last: Optional[bool] = None
-    compile: bool = False
+    compile: Optional[bool] = None  # None: when the grid repays the compile time (speed.compiling)
+    fold_bn: bool = True  # fold eval-mode BatchNorm into the layer before it at each point (exact)
+    shortcut: bool = True  # the unmoved prefix and the first moved layer computed once (exact)
+    points_per_pass: int = 1
+    tolerance: float = 0.0
+    tolerance_seed: int = 0
+    layers: tuple[str, ...] = ()
     flush_every: float = 5.0
     chunk_size: Optional[int] = None
     surf_tag: str = ""  # appended to the default surface file name (e.g. eigenvalue maps)
@@ -107,6 +113,14 @@ def check_request(req: SurfaceRequest) -> None:
         raise UserError(f"--memory_budget must be > 0 GiB, got {req.memory_budget}")
     if len(set(req.metrics)) != len(req.metrics):
         raise UserError(f"--metric given twice: {', '.join(req.metrics)}")
+    if not req.tolerance >= 0 or req.tolerance >= 1:
+        raise UserError(f"--tolerance is the standard error allowed relative to the loss, 0 < REL < 1 (0: exact), "
+                        f"got {req.tolerance}")
+    if req.points_per_pass < 1:
+        raise UserError(f"--points_per_pass must be >= 1, got {req.points_per_pass}")
+    if req.points_per_pass > 1 and (req.tolerance or req.bn_recalibrate):
+        raise UserError("--points_per_pass > 1 evaluates whole sets at fixed BN statistics: it does not combine "
+                        "with --tolerance or --bn_recalibrate")
     if not req.flush_every > 0:
         raise UserError(f"--flush_every must be > 0 seconds, got {req.flush_every}")
 

@@ -1,0 +1,1 @@
+"""Faster exact points and cheaper pictures: BatchNorm folding, compiling, shortcuts, several points per pass, estimates."""
