@@ -42,15 +42,14 @@ def test_shortcut_and_layers_equal_the_plain_path(folder):
     fast = _surface(folder, "fast.h5")  # defaults: the first Linear precomputed (tinynet has no BN)
     with h5py.File(folder / "fast.h5", "r") as f:
         speed = json.loads(f.attrs["runs"])[-1]["speed"]  # what each path did is in the run's record
-    # tinynet's first Linear has a fan-in of 64, too cheap to precompute (MIN_FAN_IN): nothing is skipped.
-    assert speed["shortcut"].startswith("off: train:") and speed["compile_reason"].startswith("auto: eager"), speed
+    assert speed["shortcut"] == "first-layer" and speed["compile_reason"].startswith("auto: eager"), speed
     for name in ("train_loss", "train_acc"):
         assert _close(fast.values[name], plain.values[name]), name
 
     head_plain = _surface(folder, "head_plain.h5", "--layers", "3", *PLAIN)
     head = _surface(folder, "head.h5", "--layers", "3.*")  # the last Linear: the prefix runs once
     with h5py.File(folder / "head.h5", "r") as f:
-        assert json.loads(f.attrs["runs"])[-1]["speed"]["shortcut"] == "prefix"
+        assert json.loads(f.attrs["runs"])[-1]["speed"]["shortcut"] == "prefix+first-layer"
     assert _close(head.values["train_loss"], head_plain.values["train_loss"])
     assert not _close(head.values["train_loss"], plain.values["train_loss"], 1e-3)  # another plane
     with h5py.File(folder / "head.h5", "r") as f:

@@ -171,7 +171,7 @@ class PointEvaluator(GridEvaluator):
             self._build_multipoint(dir_type)
         self.folded = None
         if self.multi is None and settings.fold_bn:
-            from loss_landscape.speed.folding import FoldedForward
+            from loss_landscape.speed.fold import FoldedForward
             self.folded = FoldedForward.build(self.model)
         self.shortcuts: dict[str, Any] = {}
         if self.multi is None and settings.shortcut:
@@ -199,12 +199,12 @@ class PointEvaluator(GridEvaluator):
         self.paths["points_per_pass"] = self.settings.points_per_pass
 
     def _build_shortcuts(self) -> None:
-        """The shortcut of each set held in memory (`speed.precompute`), where it skips layers with weights, or
+        """The shortcut of each set held in memory (`speed.shortcut`), where it skips layers with weights, or
         where it is a first-layer precompute and no BN fold applies (the two do not combine); else the reason."""
-        if self.settings.bn_recalibrate > 0 or self.perturber.adameq:
-            self.paths["shortcut"] = "off: BN recalibration" if self.settings.bn_recalibrate else "off: adameq"
+        if self.settings.bn_recalibrate > 0:
+            self.paths["shortcut"] = "off: BN recalibration"
             return
-        from loss_landscape.speed.precompute import Shortcut
+        from loss_landscape.speed.shortcut import Shortcut
         moved = self.perturber.moved_by_name()
         budget = self.settings.memory_budget if self.settings.memory_budget is not None \
             else default_cache_budget(self.device)
@@ -215,7 +215,7 @@ class PointEvaluator(GridEvaluator):
                 continue
             made = Shortcut.make(self.model, moved, self.splits[name], batch_size=self.batch_size,
                                  budget_bytes=budget - sum(c.cached_bytes for c in self.shortcuts.values()),
-                                 precision=self.settings.precision)
+                                 precision=self.settings.precision, adameq=self.perturber.adameq)
             if isinstance(made, str):
                 reasons.append(f"{name}: {made}")
             elif made.kind == "first-layer" and self.folded is not None:

@@ -333,14 +333,14 @@ def prepare(req: SurfaceRequest, *, comm: Any = None, log: Callable[..., None] =
 def restrict_to_layers(directions: Directions, layers: Sequence[str], *, log: Callable[..., None] = print) -> Directions:
     """`directions` moving only the tensors whose names `layers` match (`directions.layers`); the direction file
     keeps the whole directions, and the surface job records the globs (its directions checksum differs)."""
-    from loss_landscape.directions.layer_select import match_layers, restrict
+    from loss_landscape.directions.layers import restrict_directions
     try:
-        keep = match_layers(directions.x.names, layers)
+        out = restrict_directions(directions, layers)
     except ValueError as e:
         raise DirectionError(f"--layers: {e}") from None
-    log(f"--layers {' '.join(layers)}: {sum(keep)} of {len(keep)} direction tensors move")
-    return replace(directions, x=restrict(directions.x, keep),
-                   y=None if directions.y is None else restrict(directions.y, keep))
+    moving = sum(bool(t.any()) for t in out.x)
+    log(f"--layers {' '.join(layers)}: {moving} of {len(out.x)} direction tensors move")
+    return out
 
 
 def preview_hook(surf_file: str, seconds: float, log: Callable[..., None] = print) -> Callable[[Any], None]:
