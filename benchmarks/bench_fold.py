@@ -30,12 +30,11 @@ if "--warm_cache" not in sys.argv:  # a cold inductor cache, so the compile time
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench_fold_inductor_"))
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_surface import forward_flops, matmul_probe  # noqa: E402
+from bench_surface import forward_flops, matmul_probe, set_bn_stats  # noqa: E402
 from loss_landscape.directions.make import make_directions  # noqa: E402
 from loss_landscape.directions.perturb import Perturber  # noqa: E402
 from loss_landscape.directions.spec import DirectionSpec  # noqa: E402
@@ -45,15 +44,6 @@ from loss_landscape.speed.compiling import compile_forward, decide_compile  # no
 from loss_landscape.speed.fold import FoldedForward  # noqa: E402
 
 POINTS = [(0.1, -0.05), (-0.08, 0.12), (0.15, 0.1), (-0.1, -0.1), (0.05, 0.02), (0.0, 0.0)]
-
-
-def _bn_stats(model: nn.Module) -> None:
-    """Non-trivial BN statistics (a fresh model's are mean 0, var 1)."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
 
 
 def _point(fn, folded, perturber, coords, split, criterion, batch_size) -> float:
@@ -66,7 +56,7 @@ def _point(fn, folded, perturber, coords, split, criterion, batch_size) -> float
 def run(args, batch_size: int) -> None:
     torch.manual_seed(0)
     model = build_model(args.model).eval()
-    _bn_stats(model)
+    set_bn_stats(model)
     model = model.to(memory_format=torch.channels_last)
     dirs = make_directions(model, DirectionSpec(two_d=True))
     perturber = Perturber(model, dirs, "weights")

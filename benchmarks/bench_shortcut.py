@@ -33,6 +33,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench_surface import set_bn_stats  # noqa: E402
 from loss_landscape.directions.layers import restrict_directions  # noqa: E402
 from loss_landscape.directions.make import make_directions  # noqa: E402
 from loss_landscape.directions.perturb import Perturber  # noqa: E402
@@ -53,14 +54,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--cases", nargs="+", default=["mlp", "resnet"], choices=("mlp", "resnet"),
                    help="which cases to run (default both)")
     return p
-
-
-def _bn_stats(model: nn.Module) -> None:
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
 
 
 def _case(name: str, model: nn.Module, dirs, split: DeviceSplit, *, points: int, batch_size: int) -> None:
@@ -131,7 +124,7 @@ def main(args: argparse.Namespace) -> None:
     if "resnet" not in args.cases:
         return
     model = build_model("resnet20")
-    _bn_stats(model)
+    set_bn_stats(model)
     full = make_directions(model, DirectionSpec(two_d=True))
     for globs in (["layer3"], ["linear"]):
         _case(f"ResNet-20 --layers {' '.join(globs)} ({args.images})", model, restrict_directions(full, globs),

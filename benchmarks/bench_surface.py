@@ -80,6 +80,15 @@ def original_style(model, dirs, coords, images, labels, batch_size, workers, dev
     return losses
 
 
+def set_bn_stats(model, seed: int = 0) -> None:
+    """Non-trivial BN running statistics (a fresh model's are mean 0, var 1), for benchmarks of random models."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
 def forward_flops(model, x) -> float:
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -235,10 +235,12 @@ class PointEvaluator(GridEvaluator):
         mode = {True: "on", False: "off", None: "auto"}[self.settings.compile]
         if mode == "off":
             return
-        from loss_landscape.speed.compiling import compile_forward, decide_compile
+        from loss_landscape.speed.compiling import FOLDED_SPEEDUP, SPEEDUP, compile_forward, decide_compile
         name = self.settings.eval_on[0]
         point_seconds = self._time_point(name) if mode == "auto" else 0.0
-        want, reason = decide_compile(mode, point_seconds=point_seconds, points=points)
+        want, reason = decide_compile(mode, point_seconds=point_seconds, points=points,
+                                      speedup=FOLDED_SPEEDUP if self.folded is not None and not self.shortcuts
+                                      else SPEEDUP)
         self.paths["compile_reason"] = reason
         if not want:
             return
@@ -246,8 +248,8 @@ class PointEvaluator(GridEvaluator):
         total = 0.0
         for name, fn in self.forwards.items():
             if id(fn) not in done:
-                example = next(iter(self._eval_split(name).batches(self.batch_size)))[0]
-                compiled, seconds, failure = compile_forward(fn, lambda f: bt.call_model(f, example))
+                shapes = _first_and_last_batch(self._eval_split(name), self.batch_size)
+                compiled, seconds, failure = compile_forward(fn, lambda f: [bt.call_model(f, x) for x in shapes])
                 total += seconds
                 if failure:
                     self.paths["compile_reason"] = f"compile failed, eager: {failure}"
@@ -329,6 +331,16 @@ class PointEvaluator(GridEvaluator):
                 for n in names[flat]:
                     values[flat][n] = tuple(v[q] for q in self.groups[n].quantities)
         return [(flat, values[flat]) for flat, _ in chunk]
+
+
+def _first_and_last_batch(split: Any, batch_size: int) -> list[Any]:
+    """The inputs of the first batch and, when it is shorter, of the last one: the shapes a compiled forward sees."""
+    first = last = None
+    for x, _ in split.batches(batch_size):
+        if first is None:
+            first = x
+        last = x
+    return [first] if bt.rows(last) == bt.rows(first) else [first, last]
 
 
 def default_cache_budget(device: torch.device) -> int:
