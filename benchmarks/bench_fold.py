@@ -104,13 +104,14 @@ def run(args, batch_size: int) -> None:
           f"channels_last, torch threads {torch.get_num_threads()}; matmul probe {probe:.0f} GFLOP/s; "
           f"{flops / 1e9:.1f} GFLOP per point")
     ref = losses["plain"]
-    print(f"  {'variant':<15} {'s/point':>8} {'vs plain':>9} {'GFLOP/s':>8} {'of probe':>9} {'compile s':>10} {'1st pt s':>8}  "
-          f"loss at first point (max rel. diff to plain)")
+    print(f"  {'variant':<15} {'s/point':>8} {'vs plain':>9} {'GFLOP/s':>8} {'of probe':>9} {'compile s':>10} "
+          f"{'1st pt s':>8}  loss at first point (max rel. diff to plain)")
     for label in variants:
         worst = max(abs(a - b) / abs(b) for a, b in zip(losses[label], ref))
         cs = f"{compile_s[label]:.1f}" if label in compile_s else "-"
         print(f"  {label:<15} {best[label]:8.3f} {best['plain'] / best[label]:8.2f}x "
-              f"{flops / best[label] / 1e9:8.1f} {flops / best[label] / 1e9 / probe:8.0%} {cs:>10} {first[label]:8.2f}  "
+              f"{flops / best[label] / 1e9:8.1f} {flops / best[label] / 1e9 / probe:8.0%} {cs:>10} "
+              f"{first[label]:8.2f}  "
               f"{losses[label][0]:.7f} ({worst:.1e})")
     for label in compile_s:
         eager = "fold+inplace" if "fold" in label else "plain"

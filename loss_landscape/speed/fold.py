@@ -53,7 +53,7 @@ class _Folded(nn.Module):
         super().__init__()
         self._src = (layer, bn)  # a tuple, so they are not registered as submodules: they stay the model's
         self.register_buffer("weight", torch.empty_like(layer.weight))  # keeps a channels_last layout
-        like = dict(device=layer.weight.device, dtype=layer.weight.dtype)
+        like = {"device": layer.weight.device, "dtype": layer.weight.dtype}
         self.register_buffer("bias", torch.empty(bn.num_features, **like))
         self.register_buffer("scale", torch.empty(bn.num_features, **like))
 
