@@ -48,7 +48,6 @@ class Perturber:
         self.dirs = [[vec[i].to(device=live[i].device, dtype=live[i].dtype) for i in keep] for vec in dirs]
         # adameq surfaces lie on one line: grid point (a, b) is w0 + (a / sqrt(b)) * x (see adam_directions).
         self.adameq = directions.spec.kind == ADAMEQ and len(self.dirs) == 2
-        self._adameq = self.adameq
         biggest = max((t.numel() for t in self.targets), default=0)
         self._scratch = {}
         for t in self.targets:  # one scratch buffer per (device, dtype), sized for the largest tensor
@@ -61,7 +60,7 @@ class Perturber:
         """Sets the model to the grid point `coords` = (a,) or (a, b)."""
         if len(coords) != len(self.dirs):
             raise ValueError(f"{len(coords)} coordinates for {len(self.dirs)} directions")
-        if self._adameq:
+        if self.adameq:
             from loss_landscape.directions.adam import adameq_coords
             coords = adameq_coords(*coords)
         if len(coords) == 1:

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -31,9 +32,9 @@ from torch import nn
 from loss_landscape._util import rank_and_size
 from loss_landscape.data import EvalData
 from loss_landscape import batches as bt
-from loss_landscape.evaluation import (Criterion, default_batch_size, evaluate_values, precision_context,
-                                       recalibrate_bn)
-from loss_landscape.streaming import StreamSplit, place
+from loss_landscape.evaluation import (Criterion, default_batch_size, evaluate_values, local_size_from_env,
+                                       precision_context, recalibrate_bn)
+from loss_landscape.streaming import StreamSplit, default_budget, place
 from loss_landscape.directions.spec import Directions
 from loss_landscape.directions.perturb import Perturber
 from loss_landscape.parallel import faults
@@ -262,7 +263,6 @@ class PointEvaluator(GridEvaluator):
 
     def _time_point(self, name: str) -> float:
         """Seconds of one evaluation of set `name` at the centre, from its first two batches scaled to the set."""
-        import time
         split = self._eval_split(name)
         n, seen, t0 = len(split), 0, time.perf_counter()
         with torch.no_grad(), precision_context(self.settings.precision, self.device):
@@ -344,17 +344,9 @@ def _first_and_last_batch(split: Any, batch_size: int) -> list[Any]:
 
 
 def default_cache_budget(device: torch.device) -> int:
-    """Bytes the shortcut may keep when no --memory_budget is given: a quarter of the free device memory (GPU) or
-    of the available host memory (CPU)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free // 4)
-    try:
-        with open("/proc/meminfo") as f:
-            info = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f if ":" in ln}
-        return int(info.get("MemAvailable", 4 * 2**30) // 4)
-    except OSError:
-        return 2**30
+    """Bytes the shortcut may keep when no --memory_budget is given: half the data budget (`streaming.default_budget`),
+    i.e. a quarter of the free device memory (GPU) or of the available host memory (CPU), shared by the node's ranks."""
+    return default_budget(device, local_size_from_env()) // 2
 
 
 def _is_images(data: EvalData) -> bool:

@@ -327,6 +327,10 @@ class SurfaceFile:
     def done_count(self, group: str) -> int:
         return int(self._done[group].sum())
 
+    def complete(self) -> bool:
+        """Whether every point of every group is on disk."""
+        return all(done.all() for done in self._done.values())
+
     def snapshot(self) -> Surface:
         """What is on disk now, as `read_surface` would give it (values not done are NaN), from the in-memory
         copies: a preview while the file is open for writing."""

@@ -355,13 +355,11 @@ def preview_hook(surf_file: str, seconds: float, log: Callable[..., None] = prin
     def hook(surf) -> None:
         if state["off"]:
             return
-        snap = surf.snapshot()
-        complete = all(np.asarray(m).all() for m in snap.computed.values())
         now = time.monotonic()
-        if not complete and now - state["last"] < state["gap"]:
+        if now - state["last"] < state["gap"] and not surf.complete():
             return
         try:
-            write_preview(snap, path)
+            write_preview(surf.snapshot(), path)
         except Exception as e:  # a picture must never cost the surface
             state["off"] = True
             log(f"warning: preview {path} not drawn ({type(e).__name__}: {e}); computing goes on without previews")
